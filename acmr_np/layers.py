@@ -1,0 +1,158 @@
+"""Layers with hand-written backward passes.
+
+Every layer has the same small interface:
+
+    out = layer.forward(x)     # keeps what backward needs (the "cache")
+    dx = layer.backward(dout)  # dout = dL/d(out); returns dL/dx and fills layer.grads
+
+``layer.params`` and ``layer.grads`` are dicts with the same keys; layers without
+parameters have empty ones. ``backward`` overwrites ``grads`` (it never accumulates),
+so each forward is followed by at most one backward.
+
+Shapes: N rows (the mini-batch), D input features, M output features.
+The array module ``xp`` (NumPy or CuPy) is taken from the arrays themselves, so the
+same lines run on both backends.
+"""
+import math
+
+import numpy
+
+from .backend import get_array_module, to_device
+
+
+def _check_2d(x, width, who):
+    """Reject an input that is not (N, width): name the layer and both shapes."""
+    if x.ndim != 2 or (width is not None and x.shape[1] != width):
+        want = f"(N, {width})" if width is not None else "(N, D)"
+        raise ValueError(f"{who}: expected input of shape {want}, got {tuple(x.shape)}")
+
+
+class Linear:
+    """Affine map y = x W + b.
+
+    params: W (D, M), b (M,).   forward: x (N, D) -> y (N, M).
+
+    Initialisation (Glorot & Bengio, 2010, uniform): W ~ U(-a, a) with
+    a = sqrt(6 / (D + M)), which keeps the variance of tanh activations roughly
+    constant from layer to layer; b = 0. The weights are drawn on the host from
+    ``rng`` (a numpy.random.Generator) and then moved to ``xp``, so NumPy and CuPy
+    runs start from identical numbers.
+    """
+
+    def __init__(self, in_dim, out_dim, *, rng, xp=numpy, dtype=numpy.float32):
+        if int(in_dim) < 1 or int(out_dim) < 1:
+            raise ValueError(f"Linear: sizes must be positive, got in_dim={in_dim}, out_dim={out_dim}")
+        self.in_dim, self.out_dim = int(in_dim), int(out_dim)
+        limit = math.sqrt(6.0 / (self.in_dim + self.out_dim))
+        W = rng.uniform(-limit, limit, size=(self.in_dim, self.out_dim))
+        self.params = {"W": to_device(W, xp, dtype), "b": xp.zeros(self.out_dim, dtype=dtype)}
+        self.grads = {k: xp.zeros_like(v) for k, v in self.params.items()}
+        self.x = None
+
+    def forward(self, x):
+        _check_2d(x, self.in_dim, f"Linear({self.in_dim}, {self.out_dim})")
+        self.x = x
+        return x @ self.params["W"] + self.params["b"]
+
+    def backward(self, dout):
+        """dout (N, M) -> dx (N, D).
+
+        y_nm = sum_d x_nd W_dm + b_m, hence
+          dL/dW_dm = sum_n x_nd dout_nm   ->  dW = x^T dout      (D, M)
+          dL/db_m  = sum_n dout_nm        ->  db = column sums   (M,)
+          dL/dx_nd = sum_m dout_nm W_dm   ->  dx = dout W^T      (N, D)
+        The products are written into the existing gradient arrays (out=...), so a
+        training step allocates no new parameter-sized arrays.
+        """
+        xp = get_array_module(dout)
+        xp.matmul(self.x.T, dout, out=self.grads["W"])
+        xp.sum(dout, axis=0, out=self.grads["b"])
+        return dout @ self.params["W"].T
+
+
+class Tanh:
+    """y = tanh(x), elementwise.   forward: x (N, D) -> y (N, D)."""
+
+    def __init__(self):
+        self.params, self.grads = {}, {}
+        self.out = None
+
+    def forward(self, x):
+        self.out = get_array_module(x).tanh(x)
+        return self.out
+
+    def backward(self, dout):
+        # d tanh(x)/dx = 1 - tanh(x)^2: reuse the forward output, no second tanh.
+        return dout * (1 - self.out * self.out)
+
+
+class ReLU:
+    """y = max(0, x), elementwise.   forward: x (N, D) -> y (N, D)."""
+
+    def __init__(self):
+        self.params, self.grads = {}, {}
+        self.mask = None
+
+    def forward(self, x):
+        self.mask = x > 0
+        return x * self.mask
+
+    def backward(self, dout):
+        # The derivative is 1 where x > 0 and 0 elsewhere (we take 0 at the kink x = 0).
+        return dout * self.mask
+
+
+class Softmax:
+    """Row-wise softmax p_ij = exp(x_ij) / sum_k exp(x_ik).   x (N, C) -> p (N, C).
+
+    Used on its own where the probabilities themselves are needed (the modality
+    classifier's accuracy, a softmax before a separate cross-entropy). For training,
+    losses.softmax_cross_entropy fuses the two and is cheaper and more stable.
+    """
+
+    def __init__(self):
+        self.params, self.grads = {}, {}
+        self.out = None
+
+    def forward(self, x):
+        _check_2d(x, None, "Softmax")
+        xp = get_array_module(x)
+        # Subtracting the row maximum changes nothing mathematically (it cancels in the
+        # ratio) but keeps exp() from overflowing for large logits.
+        e = xp.exp(x - x.max(axis=1, keepdims=True))
+        self.out = e / e.sum(axis=1, keepdims=True)
+        return self.out
+
+    def backward(self, dout):
+        """The Jacobian-vector product, dout (N, C) -> dx (N, C).
+
+        dp_ij/dx_ik = p_ij (delta_jk - p_ik), so
+          dx_ik = sum_j dout_ij p_ij (delta_jk - p_ik) = p_ik (dout_ik - sum_j dout_ij p_ij).
+        """
+        p = self.out
+        return p * (dout - (dout * p).sum(axis=1, keepdims=True))
+
+
+class GradientReversal:
+    """The gradient reversal layer (GRL) of Ganin & Lempitsky (2015).
+
+    forward: the identity, x (N, D) -> x.   backward: -lam * dout.
+
+    Placed between the projectors and the modality classifier, it makes one ordinary
+    backward pass serve both players of the minimax game (ACMR Eqs. 9-10): the
+    modality classifier below it descends on L_adv, while every layer above it (the
+    projectors) receives -lam * dL_adv, i.e. it ascends on L_adv and learns to fool
+    the classifier. This is not a derivative of any function of the forward pass,
+    which is why it is tested exactly, not numerically.
+    ``lam`` is a plain attribute so a schedule can change it between steps.
+    """
+
+    def __init__(self, lam=1.0):
+        self.params, self.grads = {}, {}
+        self.lam = float(lam)
+
+    def forward(self, x):
+        return x
+
+    def backward(self, dout):
+        return -self.lam * dout

@@ -1,0 +1,147 @@
+"""Loss functions, each returning ``(loss, gradients)``.
+
+``loss`` is a 0-d array on the inputs' backend (call ``float()`` to log it; that is a
+device-to-host copy on CuPy, so the training loop does it only once per epoch) and the
+gradients have the shapes of the inputs. Every loss is a mean over rows, so its size
+does not depend on the batch size.
+
+Equation numbers refer to Wang et al., "Adversarial Cross-Modal Retrieval", ACM MM 2017.
+"""
+from .backend import get_array_module
+
+
+def _check_labels(labels, n, n_classes, who):
+    """Integer class ids of shape (n,) in [0, n_classes); anything else is rejected."""
+    xp = get_array_module(labels)
+    if labels.ndim != 1 or labels.shape[0] != n:
+        raise ValueError(f"{who}: expected labels of shape ({n},), got {tuple(labels.shape)}")
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"{who}: labels must be integer class ids, got dtype {labels.dtype}")
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
+        raise ValueError(f"{who}: labels must lie in 0..{n_classes - 1}, got values from "
+                         f"{int(labels.min())} to {int(labels.max())}")
+    return xp
+
+
+def _one_hot(labels, n_classes, dtype, xp):
+    """(N,) integer ids -> (N, C) one-hot matrix."""
+    y = xp.zeros((labels.shape[0], n_classes), dtype=dtype)
+    y[xp.arange(labels.shape[0]), labels] = 1
+    return y
+
+
+def softmax_cross_entropy(logits, labels):
+    """Mean cross-entropy of a row-wise softmax: the label classifier's L_imd (Eq. 2)
+    and the modality classifier's L_adv (Eq. 1).
+
+    logits (N, C), labels (N,) integer ids in 0..C-1  ->  (loss, dlogits (N, C)).
+
+      L = -(1/N) sum_n log p_n,y_n,   p = softmax(logits)
+      dL/dlogits = (p - onehot(y)) / N
+
+    Stable for logits of any magnitude: log p is computed as
+    (z - max z) - log sum exp(z - max z), never as log(exp(z)/...).
+    """
+    if logits.ndim != 2:
+        raise ValueError(f"softmax_cross_entropy: expected logits of shape (N, C), got {tuple(logits.shape)}")
+    n, c = logits.shape
+    xp = _check_labels(labels, n, c, "softmax_cross_entropy")
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_z = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+    log_p = shifted - log_z
+    rows = xp.arange(n)
+    loss = -log_p[rows, labels].mean()
+    dlogits = xp.exp(log_p)
+    dlogits[rows, labels] -= 1
+    dlogits /= n
+    return loss, dlogits
+
+
+def cross_entropy(probs, labels):
+    """Mean cross-entropy of probabilities that were already normalised (e.g. by a
+    ``layers.Softmax``).   probs (N, C), labels (N,) -> (loss, dprobs (N, C)).
+
+      L = -(1/N) sum_n log p_n,y_n,   dL/dp_n,y_n = -1 / (N p_n,y_n), 0 elsewhere.
+
+    Softmax followed by this loss equals ``softmax_cross_entropy`` (a test checks it);
+    the fused version is what training uses, because log(p) loses precision when p is
+    tiny.
+    """
+    n, c = probs.shape
+    xp = _check_labels(labels, n, c, "cross_entropy")
+    rows = xp.arange(n)
+    picked = probs[rows, labels]
+    loss = -xp.log(picked).mean()
+    dprobs = xp.zeros_like(probs)
+    dprobs[rows, labels] = -1.0 / (n * picked)
+    return loss, dprobs
+
+
+def _check_triplet(anchor, positive, negative, who):
+    if not (anchor.ndim == 2 and anchor.shape == positive.shape == negative.shape):
+        raise ValueError(f"{who}: anchor, positive and negative must have one shape (N, D), got "
+                         f"{tuple(anchor.shape)}, {tuple(positive.shape)}, {tuple(negative.shape)}")
+
+
+def triplet_hinge(anchor, positive, negative, margin):
+    """The common triplet hinge with squared Euclidean distances, mean over rows.
+
+    anchor, positive, negative (N, D)  ->  (loss, (d_anchor, d_positive, d_negative)).
+
+      h_n = margin + ||a_n - p_n||^2 - ||a_n - q_n||^2      (q = the negative)
+      L   = (1/N) sum_n max(0, h_n)
+
+    Where h_n > 0 ("active" triplets):
+      dL/dp_n = -(2/N)(a_n - p_n),  dL/dq_n = (2/N)(a_n - q_n),
+      dL/da_n = (2/N)((a_n - p_n) - (a_n - q_n)) = -(dL/dp_n + dL/dq_n).
+    Inactive triplets contribute nothing (we take the derivative 0 at the kink h = 0).
+    """
+    _check_triplet(anchor, positive, negative, "triplet_hinge")
+    n = anchor.shape[0]
+    ap, aq = anchor - positive, anchor - negative
+    h = margin + (ap * ap).sum(axis=1) - (aq * aq).sum(axis=1)
+    active = (h > 0)[:, None]
+    loss = (h * active[:, 0]).mean()
+    d_positive = (-2.0 / n) * ap * active
+    d_negative = (2.0 / n) * aq * active
+    d_anchor = -(d_positive + d_negative)
+    return loss, (d_anchor, d_positive, d_negative)
+
+
+def pull_push(anchor, positive, negative, margin, weight):
+    """The paper's pull-plus-push form of L_imi (Eqs. 4-5), mean over rows.
+
+    anchor, positive, negative (N, D)  ->  (loss, (d_anchor, d_positive, d_negative)).
+
+      L = (1/N) sum_n [ ||a_n - p_n||^2 + weight * max(0, margin - ||a_n - q_n||^2) ]
+
+    ``weight`` is the paper's lambda_t. The pull term always acts; the push term only
+    while the negative is closer than the margin:
+      dL/dp_n = -(2/N)(a_n - p_n)
+      dL/dq_n =  (2/N) weight (a_n - q_n)   where margin - ||a_n - q_n||^2 > 0, else 0
+      dL/da_n = -(dL/dp_n + dL/dq_n)
+    The paper sums over triplets; we average so the scale does not depend on the batch
+    size (a constant factor that alpha absorbs).
+    """
+    _check_triplet(anchor, positive, negative, "pull_push")
+    n = anchor.shape[0]
+    ap, aq = anchor - positive, anchor - negative
+    push = margin - (aq * aq).sum(axis=1)
+    active = (push > 0)[:, None]
+    loss = ((ap * ap).sum(axis=1) + weight * push * active[:, 0]).mean()
+    d_positive = (-2.0 / n) * ap
+    d_negative = (2.0 * weight / n) * aq * active
+    d_anchor = -(d_positive + d_negative)
+    return loss, (d_anchor, d_positive, d_negative)
+
+
+def l2_penalty(weights, coef):
+    """L_reg (Eq. 7), read as weight decay: coef * sum_l ||W_l||_F^2.
+
+    weights: a list of arrays (the projectors' weight matrices; biases are not
+    penalised) -> (loss, [dW_l]) with dL/dW_l = 2 coef W_l.
+    """
+    if not weights:
+        raise ValueError("l2_penalty: expected at least one weight array")
+    loss = sum((w * w).sum() for w in weights) * coef
+    return loss, [(2.0 * coef) * w for w in weights]

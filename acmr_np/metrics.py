@@ -1,0 +1,246 @@
+"""Retrieval metrics: mean average precision (mAP), precision@k and the PR curve.
+
+The protocol is that of ACMR.md section 6. Each query of one modality (say an image)
+ranks the whole gallery of the other modality (the texts of the same split) by cosine
+similarity, highest first. A gallery item is relevant when it has the query's class label.
+
+    AP(q)  = (1 / R) * sum over ranks r holding a relevant item of precision@r
+    precision@r = (relevant items among the top r) / r
+
+R is the number of relevant items in the gallery (mAP@all, the protocol of most later
+papers, e.g. DSCMR's ``fx_calc_map_label`` with k = 0). mAP@k cuts the ranked list at
+k and divides by the relevant items found in the top k (the authors' demo used k = 50).
+mAP is the mean of AP over all queries.
+
+Two conventions that change numbers, stated once here and in the docstrings:
+
+* Ties: the ranking is a *stable* sort on descending similarity, so items with equal
+  similarity are ranked by gallery index, ascending. (Equal means equal as computed in
+  floating point.) A zero embedding has similarity 0 to everything, so its ranking is
+  simply gallery order.
+* A query with no relevant item (R = 0, or none in the top k) has AP = 0 and still
+  counts in the mean, as in DSCMR.
+
+The full (n_query, n_gallery) similarity matrix is never built: queries are processed in
+chunks of ``chunk_size`` rows, so memory grows with chunk_size * n_gallery, not with
+n_query * n_gallery. Inside a chunk everything is vectorised:
+similarity -> stable argsort -> gather relevance -> cumsum -> precision at relevant ranks.
+Every function runs on NumPy or CuPy, whichever holds the embeddings; the results come
+back as host (NumPy) arrays or Python floats.
+"""
+import numbers
+
+import numpy
+
+from .backend import get_array_module, to_device, to_host
+from .errors import InputError
+
+_EPS = 1e-12  # a vector shorter than this is treated as zero: it gets similarity 0, not NaN
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _on(x, xp):
+    """Return ``x`` as an array of the module ``xp`` (copies between host and device)."""
+    return to_host(x) if xp is numpy else to_device(x, xp)
+
+
+def _l2_normalise(x, xp):
+    """Scale each row of x (n, d) to unit length; rows with norm < _EPS become ~0."""
+    norms = xp.sqrt((x * x).sum(axis=1, keepdims=True))  # (n, 1)
+    return x / xp.maximum(norms, _EPS)
+
+
+def _stable_argsort_desc(sim, xp):
+    """Indices (c, ng) that sort each row of sim (c, ng) from highest to lowest.
+
+    Sorting -sim ascending with a stable sort keeps equal values in index order;
+    reversing an ascending sort instead would put ties in *descending* index order.
+    NumPy's default sort is not stable, so we ask for it; CuPy's argsort is always
+    stable (and older CuPy versions reject the ``kind`` argument).
+    """
+    if xp is numpy:
+        return numpy.argsort(-sim, axis=1, kind="stable")
+    return xp.argsort(-sim, axis=1)
+
+
+def _check_positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _prepare(query_emb, query_labels, gallery_emb, gallery_labels, chunk_size):
+    """Validate the inputs and put them all on one backend.
+
+    Returns (xp, q, q_labels, g_unit, g_labels) with q (nq, d), q_labels (nq,),
+    g_unit (ng, d) the L2-normalised gallery and g_labels (ng,).
+    """
+    _check_positive_int(chunk_size, "chunk_size")
+    xp = get_array_module(query_emb, gallery_emb)
+    q, g = _on(query_emb, xp), _on(gallery_emb, xp)
+    q_labels, g_labels = _on(query_labels, xp), _on(gallery_labels, xp)
+    for name, emb, labels in (("query", q, q_labels), ("gallery", g, g_labels)):
+        if emb.ndim != 2 or emb.shape[0] == 0:
+            raise InputError(f"{name} embeddings must be a non-empty 2-D array "
+                             f"(n, dim), got shape {emb.shape}")
+        if labels.ndim != 1 or not numpy.issubdtype(labels.dtype, numpy.integer):
+            raise InputError(f"{name} labels must be a 1-D array of integer class ids, "
+                             f"got shape {labels.shape} and dtype {labels.dtype}")
+        if labels.shape[0] != emb.shape[0]:
+            raise InputError(f"{name} embeddings have {emb.shape[0]} rows but "
+                             f"{name} labels have {labels.shape[0]}")
+        if not bool(xp.isfinite(emb).all()):
+            raise InputError(f"{name} embeddings contain NaN or inf")
+    if q.shape[1] != g.shape[1]:
+        raise InputError(f"query embeddings have width {q.shape[1]} but gallery "
+                         f"embeddings have width {g.shape[1]}; both must live in one space")
+    return xp, q, q_labels, _l2_normalise(g, xp), g_labels
+
+
+def _chunks(n, chunk_size):
+    """Slices start:stop covering range(n) in steps of chunk_size."""
+    return (slice(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size))
+
+
+def _ranked_relevance(q, q_labels, g_unit, g_labels, top, xp):
+    """Relevance of the top-ranked gallery items for one chunk of queries.
+
+    q (c, d), q_labels (c,), g_unit (ng, d) unit rows, g_labels (ng,), top <= ng.
+    Returns rel (c, top) bool: rel[i, r] is True when the item at rank r + 1 for
+    query i has query i's label. Temporaries are (c, ng) and die on return.
+    """
+    sim = _l2_normalise(q, xp) @ g_unit.T                 # (c, ng) cosine similarity
+    order = _stable_argsort_desc(sim, xp)[:, :top]        # (c, top) gallery ids, best first
+    return g_labels[order] == q_labels[:, None]           # (c, top)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def cosine_similarity(queries, gallery):
+    """Cosine similarity of every query with every gallery item.
+
+    queries (nq, d), gallery (ng, d) -> (nq, ng), on the backend of the inputs.
+    Rows are L2-normalised with a small epsilon, so a zero vector has similarity 0
+    with everything instead of NaN. Builds the full matrix: for evaluation use the
+    chunked functions below.
+    """
+    xp = get_array_module(queries, gallery)
+    queries, gallery = _on(queries, xp), _on(gallery, xp)
+    return _l2_normalise(queries, xp) @ _l2_normalise(gallery, xp).T
+
+
+def average_precisions(query_emb, query_labels, gallery_emb, gallery_labels,
+                       k=None, chunk_size=1024):
+    """Average precision of every query against the whole gallery.
+
+    query_emb (nq, d), query_labels (nq,) integer classes, gallery_emb (ng, d),
+    gallery_labels (ng,). k: None for AP@all, or a positive int for AP@k (k larger
+    than ng is the same as ng). chunk_size: queries ranked at once; memory is
+    O(chunk_size * ng).
+
+    Returns a host float64 array (nq,). The gallery is ranked by cosine similarity,
+    highest first, with a stable sort: equal similarities are ranked by gallery index,
+    ascending. AP = (1 / R) * sum of precision@r over the ranks r (within the top k,
+    if k is given) that hold a relevant item, with R the relevant items in the ranked
+    list (whole gallery, or top k). A query with R = 0 gets AP = 0.
+    """
+    xp, q, q_labels, g_unit, g_labels = _prepare(
+        query_emb, query_labels, gallery_emb, gallery_labels, chunk_size)
+    ng = g_unit.shape[0]
+    if k is not None:
+        _check_positive_int(k, "k")
+    top = ng if k is None else min(int(k), ng)
+    ranks = xp.arange(1, top + 1, dtype=xp.float64)        # (top,) rank r = 1..top
+    ap = xp.empty(q.shape[0], dtype=xp.float64)             # (nq,)
+    for rows in _chunks(q.shape[0], chunk_size):
+        rel = _ranked_relevance(q[rows], q_labels[rows], g_unit, g_labels, top, xp)
+        hits = xp.cumsum(rel, axis=1, dtype=xp.float64)     # (c, top) relevant in top r
+        # precision@r counts only at ranks holding a relevant item
+        summed = (hits / ranks * rel).sum(axis=1)           # (c,)
+        n_relevant = hits[:, -1]                             # (c,) R, or relevant in top k
+        # R = 0 means summed = 0 too; max(R, 1) turns 0/0 into the documented AP = 0
+        ap[rows] = summed / xp.maximum(n_relevant, 1.0)
+    return to_host(ap)
+
+
+def mean_average_precision(query_emb, query_labels, gallery_emb, gallery_labels,
+                           k=None, chunk_size=1024):
+    """mAP: the mean over queries of ``average_precisions`` (same arguments) as a float."""
+    return float(average_precisions(query_emb, query_labels, gallery_emb,
+                                    gallery_labels, k=k, chunk_size=chunk_size).mean())
+
+
+def precision_at_k(query_emb, query_labels, gallery_emb, gallery_labels, ks,
+                   chunk_size=1024):
+    """Mean precision@k over queries for each k in ks.
+
+    Shapes as in ``average_precisions``; ks: a sequence of ints with 1 <= k <= ng.
+    Same ranking and tie rule. Returns a host float64 array (len(ks),) whose entry j
+    is the mean over queries of (relevant items in the top ks[j]) / ks[j].
+    """
+    xp, q, q_labels, g_unit, g_labels = _prepare(
+        query_emb, query_labels, gallery_emb, gallery_labels, chunk_size)
+    ng = g_unit.shape[0]
+    ks = numpy.atleast_1d(to_host(ks)).tolist()
+    if not ks:
+        raise InputError("ks must hold at least one k")
+    for k in ks:
+        _check_positive_int(k, "each k in ks")
+        if k > ng:
+            raise InputError(f"precision@{k} needs at least {k} gallery items, got {ng}")
+    k_arr = xp.asarray(ks, dtype=xp.int64)                  # (nk,)
+    total = xp.zeros(len(ks), dtype=xp.float64)             # (nk,) sum over queries
+    for rows in _chunks(q.shape[0], chunk_size):
+        rel = _ranked_relevance(q[rows], q_labels[rows], g_unit, g_labels, max(ks), xp)
+        hits = xp.cumsum(rel, axis=1, dtype=xp.float64)     # (c, max k)
+        total += (hits[:, k_arr - 1] / k_arr).sum(axis=0)
+    return to_host(total / q.shape[0])
+
+
+def precision_recall_curve(query_emb, query_labels, gallery_emb, gallery_labels,
+                           chunk_size=1024):
+    """Mean precision@r and recall@r over queries for every cut-off r = 1..ng.
+
+    Shapes as in ``average_precisions``. Returns (precision, recall), host float64
+    arrays of shape (ng,): entry r - 1 is the mean over queries of
+    (relevant in top r) / r and of (relevant in top r) / R. Queries with R = 0 add
+    recall 0 at every r (and precision 0). Per-chunk sums keep memory O(chunk_size * ng).
+    """
+    xp, q, q_labels, g_unit, g_labels = _prepare(
+        query_emb, query_labels, gallery_emb, gallery_labels, chunk_size)
+    ng = g_unit.shape[0]
+    ranks = xp.arange(1, ng + 1, dtype=xp.float64)          # (ng,)
+    precision_sum = xp.zeros(ng, dtype=xp.float64)          # (ng,)
+    recall_sum = xp.zeros(ng, dtype=xp.float64)             # (ng,)
+    for rows in _chunks(q.shape[0], chunk_size):
+        rel = _ranked_relevance(q[rows], q_labels[rows], g_unit, g_labels, ng, xp)
+        hits = xp.cumsum(rel, axis=1, dtype=xp.float64)     # (c, ng)
+        n_relevant = hits[:, -1:]                            # (c, 1) R per query
+        precision_sum += (hits / ranks).sum(axis=0)
+        recall_sum += (hits / xp.maximum(n_relevant, 1.0)).sum(axis=0)  # R = 0 -> 0
+    nq = q.shape[0]
+    return to_host(precision_sum / nq), to_host(recall_sum / nq)
+
+
+def evaluate_retrieval(img_emb, txt_emb, labels, k=50, chunk_size=1024):
+    """Both retrieval directions on one split, as reported in ACMR.md section 7.
+
+    img_emb (n, d) and txt_emb (n, d) are the paired common-space embeddings of one
+    split, labels (n,) their shared classes. img->txt ranks the texts for each image
+    query; txt->img the reverse. Returns a dict of floats:
+    map_img2txt, map_txt2img, map_avg (mAP@all) and map{k}_img2txt, map{k}_txt2img,
+    map{k}_avg (mAP@k; e.g. map50_img2txt for the default k = 50).
+    """
+    _check_positive_int(k, "k")
+    n_img, n_txt, n_lab = len(img_emb), len(txt_emb), len(labels)
+    if not n_img == n_txt == n_lab:
+        raise InputError(f"paired split expected: {n_img} image embeddings, "
+                         f"{n_txt} text embeddings and {n_lab} labels")
+    out = {}
+    for suffix, kk in (("", None), (str(k), k)):
+        i2t = mean_average_precision(img_emb, labels, txt_emb, labels, kk, chunk_size)
+        t2i = mean_average_precision(txt_emb, labels, img_emb, labels, kk, chunk_size)
+        out[f"map{suffix}_img2txt"] = i2t
+        out[f"map{suffix}_txt2img"] = t2i
+        out[f"map{suffix}_avg"] = (i2t + t2i) / 2
+    return out

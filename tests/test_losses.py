@@ -1,0 +1,100 @@
+"""Every loss against centered differences, with respect to each differentiable input,
+away from the kinks; plus values against direct formulas and bad-input errors."""
+import numpy as np
+import pytest
+
+from acmr_np import losses
+from acmr_np.gradcheck import loss_errors
+
+N, D, C = 6, 4, 3
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1)
+
+
+def test_softmax_cross_entropy_gradient(rng):
+    logits, labels = rng.normal(size=(N, C)), rng.integers(0, C, size=N)
+    errors = loss_errors(lambda z: losses.softmax_cross_entropy(z, labels), [logits])
+    assert errors[0] < 1e-7, errors
+
+
+def test_softmax_cross_entropy_value_and_stability(rng):
+    logits, labels = rng.normal(size=(N, C)), rng.integers(0, C, size=N)
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    loss, _ = losses.softmax_cross_entropy(logits, labels)
+    assert float(loss) == pytest.approx(-np.log(p[np.arange(N), labels]).mean(), rel=1e-12)
+    # logits of magnitude 1e4: finite loss and gradient, and the right values
+    big = np.array([[1e4, -1e4, 0.0], [0.0, 1e4, -1e4]])
+    loss, grad = losses.softmax_cross_entropy(big, np.array([0, 2]))
+    assert np.isfinite(float(loss)) and np.all(np.isfinite(grad))
+    assert float(loss) == pytest.approx(0.5 * (0.0 + 2e4))
+    np.testing.assert_allclose(grad, [[0, 0, 0], [0, 0.5, -0.5]], atol=1e-12)
+
+
+def test_cross_entropy_on_probabilities_gradient(rng):
+    probs = rng.uniform(0.1, 1.0, size=(N, C))
+    labels = rng.integers(0, C, size=N)
+    errors = loss_errors(lambda p: losses.cross_entropy(p, labels), [probs])
+    assert errors[0] < 1e-7, errors
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.array([0, 1, 2, 3, 0, 1]), r"labels must lie in 0\.\.2, got values from 0 to 3"),
+    (np.array([0, -1, 2, 1, 0, 1]), r"labels must lie in 0\.\.2"),
+    (np.array([0.0, 1, 2, 1, 0, 1]), "labels must be integer class ids"),
+    (np.array([0, 1, 2]), r"expected labels of shape \(6,\)"),
+])
+def test_cross_entropy_rejects_bad_labels(bad, match, rng):
+    with pytest.raises(ValueError, match=match):
+        losses.softmax_cross_entropy(rng.normal(size=(N, C)), bad)
+
+
+def test_triplet_hinge_gradients_all_active(rng):
+    a, p, q = (rng.normal(size=(N, D)) for _ in range(3))
+    margin = 100.0  # every triplet active: the hinge is far from its kink
+    errors = loss_errors(lambda a, p, q: losses.triplet_hinge(a, p, q, margin), [a, p, q])
+    assert max(errors) < 1e-7, errors
+
+
+def test_triplet_hinge_gradients_mixed(rng):
+    a, p, q = (rng.normal(size=(N, D)) for _ in range(3))
+    margin = 0.5
+    h = margin + ((a - p) ** 2).sum(1) - ((a - q) ** 2).sum(1)
+    assert (h > 0).any() and (h < 0).any() and np.abs(h).min() > 1e-3  # both sides, off the kink
+    errors = loss_errors(lambda a, p, q: losses.triplet_hinge(a, p, q, margin), [a, p, q])
+    assert max(errors) < 1e-7, errors
+    loss, (da, dp, dq) = losses.triplet_hinge(a, p, q, margin)
+    assert float(loss) == pytest.approx(np.maximum(h, 0).mean(), rel=1e-12)
+    inactive = h < 0
+    assert np.all(da[inactive] == 0) and np.all(dp[inactive] == 0) and np.all(dq[inactive] == 0)
+
+
+def test_pull_push_gradients_mixed(rng):
+    a, p, q = (rng.normal(size=(N, D)) for _ in range(3))
+    margin, weight = 3.0, 0.7
+    push = margin - ((a - q) ** 2).sum(1)
+    assert (push > 0).any() and (push < 0).any() and np.abs(push).min() > 1e-3
+    errors = loss_errors(lambda a, p, q: losses.pull_push(a, p, q, margin, weight), [a, p, q])
+    assert max(errors) < 1e-7, errors
+    loss, _ = losses.pull_push(a, p, q, margin, weight)
+    expect = (((a - p) ** 2).sum(1) + weight * np.maximum(push, 0)).mean()
+    assert float(loss) == pytest.approx(expect, rel=1e-12)
+
+
+def test_triplet_shapes_must_agree(rng):
+    a = rng.normal(size=(N, D))
+    with pytest.raises(ValueError, match="must have one shape"):
+        losses.triplet_hinge(a, a, a[:, :2], 1.0)
+    with pytest.raises(ValueError, match="must have one shape"):
+        losses.pull_push(a, a[:3], a, 1.0, 1.0)
+
+
+def test_l2_penalty_gradient(rng):
+    ws = [rng.normal(size=(D, C)), rng.normal(size=(C, 2))]
+    coef = 0.3
+    errors = loss_errors(lambda *w: losses.l2_penalty(list(w), coef), ws)
+    assert max(errors) < 1e-7, errors
+    loss, _ = losses.l2_penalty(ws, coef)
+    assert float(loss) == pytest.approx(coef * sum((w ** 2).sum() for w in ws), rel=1e-12)
