@@ -1,0 +1,62 @@
+"""Choosing triplets inside a mini-batch for the inter-modal invariance loss L_imi.
+
+For an anchor from one modality (say image i) we need a positive from the OTHER
+modality with the same label (text j+) and a negative with a different label (text k-),
+ACMR Eqs. 4-5. Everything here is vectorised over the batch: a choice "among the
+allowed columns of row i" is an argmax over a masked matrix.
+
+Two strategies:
+- ``"random"``: the positive and the negative are drawn uniformly among the allowed
+  items (the argmax of uniform noise restricted to the allowed columns).
+- ``"hardest"``: the positive is random as above; the negative is the closest
+  differently-labelled item in the common space (hardest-negative mining,
+  Schroff et al. 2015), the one that violates the margin most.
+
+The choice is a set of indices, not a differentiable function: the loss's gradient is
+taken with the indices held fixed. We express "pick row idx_i" as a product with a
+one-hot selection matrix P (P_ij = 1 iff j = idx_i): picked = P @ other, and the
+gradient flows back as P^T @ d_picked, which also sums the contributions of an item
+picked by several anchors. A matrix product runs on every backend (no scatter-add).
+
+The uniform noise comes from the caller: the training loop draws it on the host from
+the run's seeded numpy Generator once per epoch, so both backends see the same triplets
+and no random numbers are made inside a training step.
+"""
+import numpy
+
+from .backend import get_array_module
+
+STRATEGIES = ("random", "hardest")
+
+
+def selection_matrix(idx, n, dtype):
+    """(B,) indices -> (B, n) one-hot rows: P @ X picks rows idx of X."""
+    xp = get_array_module(idx)
+    return (idx[:, None] == xp.arange(n)[None, :]).astype(dtype)
+
+
+def sample(anchor, other, labels, noise, strategy):
+    """Pick a positive and a negative in ``other`` for every anchor.
+
+    anchor (B, m), other (B, m): embeddings of the two modalities of one batch;
+    labels (B,) integer ids shared by both (they are pairs); noise (B, B) uniform in
+    [0, 1); strategy in STRATEGIES.
+    Returns (pos_idx, neg_idx), each (B,) integer indices into ``other``.
+    The batch must hold at least two classes (otherwise no anchor has a negative);
+    the training loop skips L_imi for a batch that does not.
+    """
+    xp = get_array_module(anchor)
+    same = labels[:, None] == labels[None, :]  # (B, B): allowed positives
+    # The pair's own partner (the diagonal) is always a valid positive, so every row
+    # has at least one allowed entry.
+    pos_idx = xp.argmax(xp.where(same, noise, -1.0), axis=1)
+    if strategy == "random":
+        neg_idx = xp.argmax(xp.where(same, -1.0, noise), axis=1)
+    elif strategy == "hardest":
+        # squared distances ||a_i||^2 + ||o_k||^2 - 2 a_i . o_k for all pairs at once
+        dist = (anchor * anchor).sum(axis=1)[:, None] + (other * other).sum(axis=1)[None, :] \
+            - 2.0 * anchor @ other.T
+        neg_idx = xp.argmin(xp.where(same, numpy.inf, dist), axis=1)
+    else:
+        raise ValueError(f"unknown triplet strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+    return pos_idx, neg_idx

@@ -1,0 +1,125 @@
+"""The whole ACMR objective against numerical gradients, the gradient reversal wired
+into the projectors, and training that moves every part."""
+import numpy as np
+import pytest
+
+from acmr_np.gradcheck import numerical_gradient, relative_error
+from acmr_np.model import ACMR, ACMRConfig, Trainer
+from acmr_np.errors import InputError
+
+B, D_IMG, D_TXT, C = 8, 6, 5, 3
+
+
+def _setup(seed=0, **overrides):
+    rng = np.random.default_rng(seed)
+    cfg = ACMRConfig(img_hidden=(7,), txt_hidden=(4,), dim=3, disc_hidden=5, **overrides)
+    model = ACMR(D_IMG, D_TXT, C, cfg, rng=rng, dtype=np.float64)
+    for k, p in model.named("params").items():  # non-zero biases, so they are checked too
+        if k.endswith(".b"):
+            p[...] = rng.normal(scale=0.1, size=p.shape)
+    img, txt = rng.normal(size=(B, D_IMG)), rng.normal(size=(B, D_TXT))
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    noise = rng.random((2, B, B))
+    return model, img, txt, labels, noise
+
+
+def _objectives(model, img, txt, labels, noise, lam):
+    """The two scalar functions the players descend (Eqs. 9-10)."""
+    c = model.config
+
+    def terms():
+        return model.loss_and_grads(img, txt, labels, noise, lam)
+
+    def emb_objective(_):  # L_emb - lam L_adv, seen by the projectors and label classifier
+        t = terms()
+        return c.alpha * t["L_imi"] + c.beta * t["L_imd"] + t["L_reg"] - lam * t["L_adv"]
+
+    def adv_objective(_):  # L_adv, seen by the modality classifier
+        return terms()["L_adv"]
+
+    return emb_objective, adv_objective
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(triplet="hinge", sampling="random", margin=5.0),
+    dict(triplet="hinge", sampling="hardest", margin=5.0),
+    dict(triplet="pull_push", sampling="random", margin=3.0, push_weight=0.7),
+])
+def test_whole_objective_gradient(overrides):
+    model, img, txt, labels, noise = _setup(alpha=0.7, beta=1.3, l2=0.05, **overrides)
+    lam = 0.4
+    emb_objective, adv_objective = _objectives(model, img, txt, labels, noise, lam)
+    model.loss_and_grads(img, txt, labels, noise, lam)
+    analytic = {k: g.copy() for k, g in model.named("grads").items()}
+    params = model.named("params")
+    assert len(params) == 2 * 2 + 2 * 2 + 2 + 4  # every part, every W and b
+    for name, p in params.items():
+        f = adv_objective if name.startswith("modality_classifier") else emb_objective
+        err = relative_error(analytic[name], numerical_gradient(f, p))
+        assert err < 1e-7, (name, err)
+
+
+def test_triplet_terms_are_not_trivial_in_the_gradcheck():
+    """The check above must exercise both active and inactive triplets."""
+    model, img, txt, labels, noise = _setup(margin=5.0)
+    t = model.loss_and_grads(img, txt, labels, noise, 0.4)
+    assert float(t["L_imi"]) > 0
+
+
+def test_projectors_receive_the_reversed_adversarial_gradient():
+    """With alpha = beta = 0 and no L_reg, the projectors' gradient is exactly
+    -lambda times the gradient of L_adv: the adversarial game reaches them."""
+    model, img, txt, labels, noise = _setup(alpha=0.0, beta=0.0, l2=0.0)
+    lam = 0.3
+    model.loss_and_grads(img, txt, labels, noise, lam)
+    grads = {k: g.copy() for k, g in model.named("grads").items()}
+
+    def l_adv(_):
+        return model.loss_and_grads(img, txt, labels, noise, lam)["L_adv"]
+
+    for name, p in model.named("params", ("img_projector", "txt_projector")).items():
+        expected = -lam * numerical_gradient(l_adv, p)
+        assert np.abs(expected).max() > 1e-6, name  # the adversarial term is really there
+        assert relative_error(grads[name], expected) < 1e-7, name
+    # and the label classifier, which L_adv does not touch, gets nothing
+    for name, g in model.named("grads", ("label_classifier",)).items():
+        assert np.all(g == 0), name
+
+
+def test_lambda_schedules():
+    cfg = ACMRConfig(lam=0.05, lam_schedule="dann")
+    assert cfg.lam_at(0.0) == 0.0
+    assert cfg.lam_at(1.0) == pytest.approx(0.05 * (2 / (1 + np.exp(-10)) - 1))
+    assert cfg.lam_at(0.1) < cfg.lam_at(0.5) < cfg.lam_at(1.0)
+    assert ACMRConfig(lam=0.05, lam_schedule="constant").lam_at(0.0) == 0.05
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(triplet="cosine"), "triplet must be one of hinge, pull_push"),
+    (dict(sampling="semi"), "sampling must be one of random, hardest"),
+    (dict(lam_schedule="step"), "lam_schedule must be one of constant, dann"),
+    (dict(k=0), "k must be a positive integer"),
+    (dict(lr=0.0), "learning rate must be positive"),
+    (dict(dim=0), "layer widths must be positive"),
+])
+def test_bad_settings(bad, match):
+    with pytest.raises(InputError, match=match):
+        ACMRConfig(**bad)
+
+
+def test_training_changes_every_parameter_group_and_k_schedule():
+    model, img, txt, labels, noise = _setup(k=3)
+    before = {k: v.copy() for k, v in model.named("params").items()}
+    trainer = Trainer(model)
+    adv_before = []
+    for step in range(4):
+        adv_before.append(model.named("params", ("modality_classifier",))["modality_classifier.0.W"].copy())
+        trainer.train_step(img, txt, labels, noise, progress=0.5)
+    after = model.named("params")
+    for name in before:  # every array of every part, the label classifier included
+        assert not np.array_equal(before[name], after[name]), name
+    # the modality classifier stepped at steps 0 and 3 only (k = 3)
+    assert trainer.opt_adv.t == 2 and trainer.opt_emb.t == 4
+    assert not np.array_equal(adv_before[0], adv_before[1])
+    np.testing.assert_array_equal(adv_before[1], adv_before[2])
+    np.testing.assert_array_equal(adv_before[2], adv_before[3])
