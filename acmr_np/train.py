@@ -1,0 +1,375 @@
+"""python -m acmr_np.train: train ACMR, keep the best epoch on validation, test it.
+
+    python -m acmr_np.train                                # embedded synthetic data
+    python -m acmr_np.train --data wiki_data.mat --seed 1  # real features
+    python -m acmr_np.train --resume runs/RUN              # continue an interrupted run
+    python -m acmr_np.train --eval-only --checkpoint runs/RUN/checkpoint.npz --data FILE
+
+Each epoch prints one line (loss terms, lambda, modality-classifier accuracy,
+validation mAP, seconds). The epoch with the best validation mAP@all is kept; the test
+split is touched once, at the end. Outputs in --out (default: a new folder in runs/):
+metrics.json, config.json, checkpoint.npz (best parameters, plus the last epoch's full
+training state for --resume). Every file is written atomically.
+"""
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+
+import numpy
+
+from . import data as data_module
+from .backend import BACKENDS, get_backend, to_device, to_host
+from .errors import InputError
+from .files import save_npz, write_json
+from .metrics import evaluate_retrieval, mean_average_precision
+from .model import ACMR, LAMBDA_SCHEDULES, TRIPLET_FORMS, ACMRConfig, Trainer, load_model_arrays
+from .triplets import STRATEGIES
+
+TERMS = ("L_imi", "L_imd", "L_reg", "L_adv", "adv_acc")
+CHECKPOINT, METRICS, CONFIG = "checkpoint.npz", "metrics.json", "config.json"
+
+
+# ---- the training loop ---------------------------------------------------------------
+
+class Run:
+    """Everything one training run carries from epoch to epoch, and its checkpoint."""
+
+    def __init__(self, data, cfg, *, epochs, batch_size, seed, xp):
+        if batch_size > len(data.train):
+            raise InputError(f"--batch-size {batch_size} is larger than the training set "
+                             f"({len(data.train)} pairs)")
+        self.data, self.cfg, self.epochs, self.batch_size, self.seed = data, cfg, epochs, batch_size, seed
+        self.rng = numpy.random.default_rng(seed)
+        self.model = ACMR(data.d_img, data.d_txt, data.n_classes, cfg, rng=self.rng, xp=xp)
+        self.model.set_input_stats(data.train.img, data.train.txt)
+        self.trainer = Trainer(self.model)
+        self.epoch, self.history, self.seconds = 0, [], 0.0
+        self.best_epoch, self.best_val, self.best_params = 0, -1.0, None
+
+    @property
+    def steps_per_epoch(self):
+        return math.ceil(len(self.data.train) / self.batch_size)
+
+    def train_epoch(self):
+        """One pass over the training set in a fresh random order. Returns the log row."""
+        m, xp, B = self.model, self.model.xp, self.batch_size
+        t0 = time.perf_counter()
+        train = self.data.train
+        if not hasattr(self, "_train_dev"):  # standardise and move to the device once
+            img, txt = m.standardize(train.img, train.txt)
+            self._train_dev = (img, txt, to_device(train.labels, xp))
+        img, txt, labels = self._train_dev
+        n, steps = len(train), self.steps_per_epoch
+        total_steps = self.epochs * steps
+
+        # All random numbers of the epoch are drawn here, on the host, from the run's
+        # seeded generator: the order of the pairs, and the noise that picks triplets.
+        perm = self.rng.permutation(n)
+        noise = to_device(self.rng.random((steps, 2, B, B), dtype=numpy.float32), xp)
+        perm_dev = to_device(perm, xp)
+        # A batch with one class has no negatives: L_imi is skipped for it (known here,
+        # on the host, so the step itself never waits for the device).
+        multi_class = [len(numpy.unique(train.labels[perm[s * B:(s + 1) * B]])) > 1 for s in range(steps)]
+
+        step_log = xp.zeros((steps, len(TERMS) + 2), dtype=numpy.float64)
+        for s in range(steps):
+            idx = perm_dev[s * B:(s + 1) * B]
+            b = min(B, n - s * B)
+            terms, lam = self.trainer.train_step(
+                img[idx], txt[idx], labels[idx], noise[s, :, :b, :b] if multi_class[s] else None,
+                progress=self.trainer.step_count / total_steps)
+            step_log[s, :len(TERMS)] = xp.stack([terms[k] for k in TERMS])
+            step_log[s, len(TERMS):] = (lam, b)
+        step_log = to_host(step_log)  # the one device-to-host copy of the epoch
+        self.epoch += 1
+        bad = ~numpy.isfinite(step_log[:, :len(TERMS)])
+        if bad.any():
+            s, t = numpy.argwhere(bad)[0]
+            raise FloatingPointError(f"{TERMS[t]} became {step_log[s, t]} at epoch {self.epoch}, "
+                                     f"step {s + 1} of {steps}")
+        weights = step_log[:, -1] / n
+        row = {"epoch": self.epoch, **{k: float(weights @ step_log[:, i]) for i, k in enumerate(TERMS)},
+               "lam": float(step_log[-1, len(TERMS)])}
+        row["val_map"] = self.validation_map()
+        row["seconds"] = time.perf_counter() - t0
+        self.seconds += row["seconds"]
+        self.history.append(row)
+        if row["val_map"] > self.best_val:
+            self.best_epoch, self.best_val = self.epoch, row["val_map"]
+            self.best_params = {k: v.copy() for k, v in self.model.named("params").items()}
+        return row
+
+    def validation_map(self):
+        """Mean of the two directions' mAP@all on the validation split."""
+        val = self.data.val
+        s_v, s_t = self.model.embed(val.img, val.txt)
+        return 0.5 * (mean_average_precision(s_v, val.labels, s_t, val.labels)
+                      + mean_average_precision(s_t, val.labels, s_v, val.labels))
+
+    def use_best(self):
+        """Load the best epoch's parameters into the model (for the test)."""
+        for k, v in self.model.named("params").items():
+            v[...] = self.best_params[k]
+
+    # ---- checkpoint --------------------------------------------------------------------
+    def meta(self):
+        return {"epoch": self.epoch, "epochs": self.epochs, "batch_size": self.batch_size, "seed": self.seed,
+                "history": self.history, "seconds": self.seconds, "best_epoch": self.best_epoch,
+                "best_val": self.best_val, "rng": self.rng.bit_generator.state,
+                "model": self.cfg.to_dict(), "data": self.data.fingerprint()}
+
+    def state_arrays(self):
+        """Host arrays: the best parameters (what --eval-only uses), the last epoch's
+        full training state (what --resume uses), and the metadata as JSON."""
+        out = {f"best/{k}": to_host(v) for k, v in self.best_params.items()}
+        out.update({f"last/{k}": numpy.asarray(v) for k, v in self.trainer.state_dict().items()})
+        out["meta"] = numpy.array(json.dumps(self.meta()))
+        return out
+
+    def save(self, folder):
+        save_npz(os.path.join(folder, CHECKPOINT), self.state_arrays())
+
+    def restore(self, ckpt):
+        """Continue from a checkpoint written by ``save`` (same settings and data)."""
+        meta = json.loads(str(ckpt["meta"]))
+        self.trainer.load_state_dict({k[5:]: ckpt[k] for k in ckpt.files if k.startswith("last/")})
+        self.rng.bit_generator.state = meta["rng"]
+        self.epoch, self.history, self.seconds = meta["epoch"], meta["history"], meta["seconds"]
+        self.best_epoch, self.best_val = meta["best_epoch"], meta["best_val"]
+        xp = self.model.xp
+        self.best_params = {k[5:]: to_device(ckpt[k], xp) for k in ckpt.files if k.startswith("best/")}
+
+
+def read_checkpoint(path):
+    """Open a checkpoint.npz, or say clearly why it cannot be used."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = numpy.load(path, allow_pickle=False)
+        meta = json.loads(str(ckpt["meta"]))
+    except Exception as exc:  # truncated, not an npz, or not one of ours
+        raise InputError(f"{path}: not a readable acmr_np checkpoint ({type(exc).__name__}: {exc})") from None
+    return ckpt, meta
+
+
+def model_from_checkpoint(ckpt, meta, xp):
+    """Rebuild the best model saved in a checkpoint."""
+    d = meta["data"]
+    model = ACMR(d["d_img"], d["d_txt"], d["n_classes"], ACMRConfig(**meta["model"]),
+                 rng=numpy.random.default_rng(0), xp=xp)
+    arrays = {k[5:]: ckpt[k] for k in ckpt.files if k.startswith("best/")}
+    arrays.update({k[5:]: ckpt[k] for k in ckpt.files if k.startswith("last/input/")})
+    load_model_arrays(model, {("param/" + k if not k.startswith("input/") else k): v for k, v in arrays.items()})
+    return model
+
+
+def test_metrics(model, split):
+    s_v, s_t = model.embed(split.img, split.txt)
+    return evaluate_retrieval(s_v, s_t, split.labels, k=50)
+
+
+def format_table(metrics, n_test, title="test"):
+    return (f"{title} ({n_test} pairs)   img->txt  txt->img   average\n"
+            f"  mAP@all            {metrics['map_img2txt']:8.4f}  {metrics['map_txt2img']:8.4f}  {metrics['map_avg']:8.4f}\n"
+            f"  mAP@50             {metrics['map50_img2txt']:8.4f}  {metrics['map50_txt2img']:8.4f}  {metrics['map50_avg']:8.4f}")
+
+
+def format_epoch(row, epochs):
+    return (f"epoch {row['epoch']:3d}/{epochs}  L_imi {row['L_imi']:.4f}  L_imd {row['L_imd']:.4f}  "
+            f"L_reg {row['L_reg']:.4f}  L_adv {row['L_adv']:.4f}  lambda {row['lam']:.4f}  "
+            f"adv_acc {row['adv_acc']:.3f}  val_mAP {row['val_map']:.4f}  {row['seconds']:.2f}s")
+
+
+# ---- the command line -----------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        raise InputError(message)
+
+
+def _widths(text):
+    try:
+        widths = tuple(int(w) for w in text.split(",") if w.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer widths like 256,128, got {text!r}")
+    if any(w <= 0 for w in widths):
+        raise argparse.ArgumentTypeError(f"layer widths must be positive, got {text!r}")
+    return widths
+
+
+def build_parser():
+    d = ACMRConfig()
+    p = _Parser(prog="python -m acmr_np.train", description=__doc__.split("\n")[0],
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default=None, help="a .npz, a Wikipedia .mat, or a DSCMR folder; default: synthetic")
+    p.add_argument("--backend", default="numpy", choices=BACKENDS)
+    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (both players)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="part of train held out for validation when the data has no validation split")
+    p.add_argument("--out", default=None, help="output folder (must not exist yet); default: a new one in runs/")
+    g = p.add_argument_group("model")
+    g.add_argument("--img-hidden", type=_widths, default=d.img_hidden, help="image projector hidden widths")
+    g.add_argument("--txt-hidden", type=_widths, default=d.txt_hidden, help="text projector hidden widths")
+    g.add_argument("--dim", type=int, default=d.dim, help="size m of the common space")
+    g.add_argument("--alpha", type=float, default=d.alpha, help="weight of L_imi")
+    g.add_argument("--beta", type=float, default=d.beta, help="weight of L_imd")
+    g.add_argument("--l2", type=float, default=d.l2, help="L_reg coefficient")
+    g.add_argument("--triplet", default=d.triplet, choices=TRIPLET_FORMS)
+    g.add_argument("--sampling", default=d.sampling, choices=STRATEGIES)
+    g.add_argument("--margin", type=float, default=d.margin)
+    g.add_argument("--push-weight", type=float, default=d.push_weight, help="lambda_t of Eqs. 4-5")
+    g.add_argument("--lam", type=float, default=d.lam, help="GRL lambda (its final value under the dann ramp)")
+    g.add_argument("--lam-schedule", default=d.lam_schedule, choices=LAMBDA_SCHEDULES)
+    g.add_argument("--k", type=int, default=d.k, help="projector steps per modality-classifier step")
+    g.add_argument("--lr-adv", type=float, default=d.lr_adv, help="modality classifier's lr (0: same as --lr)")
+    r = p.add_argument_group("resume and evaluation")
+    r.add_argument("--resume", metavar="DIR", default=None,
+                   help="continue the run in DIR from its last finished epoch (its settings are reused)")
+    r.add_argument("--eval-only", action="store_true", help="evaluate --checkpoint on --data's test split")
+    r.add_argument("--checkpoint", default=None, help="checkpoint.npz for --eval-only")
+    return p
+
+
+DEFAULT_EPOCHS, DEFAULT_BATCH = 30, 64
+
+
+def _check_settings(args):
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name) <= 0:
+            raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if not args.lr > 0:
+        raise InputError(f"--lr must be positive, got {args.lr}")
+    if not 0 < args.val_fraction < 1:
+        raise InputError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
+
+
+def model_config(args):
+    return ACMRConfig(img_hidden=args.img_hidden, txt_hidden=args.txt_hidden, dim=args.dim, alpha=args.alpha,
+                      beta=args.beta, l2=args.l2, triplet=args.triplet, sampling=args.sampling,
+                      margin=args.margin, push_weight=args.push_weight, lam=args.lam,
+                      lam_schedule=args.lam_schedule, k=args.k, lr=args.lr, lr_adv=args.lr_adv)
+
+
+def _fresh_out(out):
+    """Create the output folder; an existing non-empty one is never overwritten."""
+    if out is None:
+        base = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+        out, i = base, 1
+        while os.path.exists(out):
+            i += 1
+            out = f"{base}-{i}"
+    elif os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        raise InputError(f"--out {out} already exists and is not an empty folder; choose another, "
+                         f"or continue it with --resume {out}")
+    os.makedirs(out, exist_ok=True)
+    return out
+
+
+def _evaluate_only(args, xp):
+    if not args.checkpoint:
+        raise InputError("--eval-only needs --checkpoint FILE")
+    ckpt, meta = read_checkpoint(args.checkpoint)
+    data = data_module.load_dataset(args.data, seed=args.seed, val_fraction=args.val_fraction)
+    want = meta["data"]
+    for key, have in (("d_img", data.d_img), ("d_txt", data.d_txt), ("n_classes", data.n_classes)):
+        if want[key] != have:
+            raise InputError(f"checkpoint {args.checkpoint} was trained with {key}={want[key]}, "
+                             f"but {data.name} has {key}={have}")
+    model = model_from_checkpoint(ckpt, meta, xp)
+    metrics = test_metrics(model, data.test)
+    if args.out:
+        out = _fresh_out(args.out)
+        write_json(os.path.join(out, METRICS), {**metrics, "checkpoint": os.path.abspath(args.checkpoint),
+                                                "data": data.name})
+        print(f"metrics written to {out}/{METRICS}")
+    print(format_table(metrics, len(data.test), title=f"test on {data.name}"))
+
+
+def _train(args, xp):
+    if args.resume:
+        cfg_path = os.path.join(args.resume, CONFIG)
+        if not os.path.isfile(cfg_path):
+            raise InputError(f"--resume {args.resume}: no {CONFIG} there; is it a run folder?")
+        with open(cfg_path) as f:
+            settings = json.load(f)
+        ckpt, meta = read_checkpoint(os.path.join(args.resume, CHECKPOINT))
+        out = args.resume
+    else:
+        _check_settings(args)
+        settings = {"data": os.path.abspath(args.data) if args.data else None, "backend": args.backend,
+                    "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
+                    "val_fraction": args.val_fraction, "model": model_config(args).to_dict()}
+    cfg = ACMRConfig(**settings["model"])
+    data = data_module.load_dataset(settings["data"], seed=settings["seed"], val_fraction=settings["val_fraction"])
+    run = Run(data, cfg, epochs=settings["epochs"], batch_size=settings["batch_size"], seed=settings["seed"], xp=xp)
+    if args.resume:
+        if meta["data"] != data.fingerprint():
+            raise InputError(f"--resume {args.resume}: the data at {settings['data']} is not the data this run "
+                             f"was trained on (its fingerprint differs)")
+        run.restore(ckpt)
+        print(f"resuming {out} after epoch {run.epoch}")
+    else:
+        out = _fresh_out(args.out)
+        write_json(os.path.join(out, CONFIG), {**settings, "out": os.path.abspath(out)})
+    print(f"data: {data.name}: train {len(data.train)}, val {len(data.val)}, test {len(data.test)} pairs, "
+          f"{data.n_classes} classes, image {data.d_img}-d, text {data.d_txt}-d; backend {settings['backend']}")
+
+    try:
+        while run.epoch < run.epochs:
+            try:
+                row = run.train_epoch()
+            except FloatingPointError as exc:
+                kept = f"the last good checkpoint (epoch {run.epoch - 1}) is kept in {out}" if run.epoch > 1 \
+                    else "no epoch had finished, so there is no checkpoint"
+                raise InputError(f"training diverged: {exc}; {kept}. Try a smaller --lr") from None
+            run.save(out)
+            print(format_epoch(row, run.epochs), flush=True)
+    except KeyboardInterrupt:
+        if run.epoch:
+            print(f"\ninterrupted; the checkpoint of epoch {run.epoch} is in {out}/{CHECKPOINT}. "
+                  f"Resume with: python -m acmr_np.train --resume {out}", file=sys.stderr)
+        else:
+            print(f"\ninterrupted before the first epoch finished; nothing to resume in {out}", file=sys.stderr)
+        return 130
+
+    run.use_best()
+    metrics = test_metrics(run.model, data.test)
+    metrics.update(best_epoch=run.best_epoch, best_val_map=run.best_val, seconds=run.seconds,
+                   epochs=run.epochs, seed=run.seed, data=data.name)
+    write_json(os.path.join(out, METRICS), metrics)
+    print(f"best epoch {run.best_epoch} (validation mAP {run.best_val:.4f}); {run.seconds:.1f}s of training")
+    print(f"outputs: {out}/{METRICS}, {out}/{CONFIG}, {out}/{CHECKPOINT}")
+    print(format_table(metrics, len(data.test)))
+    return 0
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None):
+    prog = "python -m acmr_np.train"
+    try:
+        args = build_parser().parse_args(argv)
+        xp = get_backend(args.backend)
+        # SIGTERM (a scheduler, `kill`) is treated like Ctrl-C: finish cleanly.
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        if args.eval_only:
+            _evaluate_only(args, xp)
+            return 0
+        return _train(args, xp)
+    except InputError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
