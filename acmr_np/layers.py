@@ -133,6 +133,37 @@ class Softmax:
         return p * (dout - (dout * p).sum(axis=1, keepdims=True))
 
 
+class L2Normalize:
+    """Row-wise unit length: y_n = x_n / ||x_n||.   x (N, D) -> y (N, D).
+
+    Squared distances between unit vectors are 2 - 2 cos(x, x'), so a triplet loss on
+    normalised embeddings works in the same geometry as retrieval by cosine similarity.
+    ``eps`` keeps a zero row from dividing by zero.
+    """
+
+    def __init__(self, eps=1e-12):
+        self.params, self.grads = {}, {}
+        self.eps = eps
+        self.out = self.norm = None
+
+    def forward(self, x):
+        _check_2d(x, None, "L2Normalize")
+        xp = get_array_module(x)
+        self.norm = xp.maximum(xp.sqrt((x * x).sum(axis=1, keepdims=True)), self.eps)
+        self.out = x / self.norm
+        return self.out
+
+    def backward(self, dout):
+        """dout (N, D) -> dx (N, D).
+
+        dy_nj/dx_nk = (delta_jk - y_nj y_nk) / ||x_n||, so
+          dx_n = (dout_n - y_n (dout_n . y_n)) / ||x_n||:
+        the part of dout along y_n is removed (moving along y_n changes no direction).
+        """
+        y = self.out
+        return (dout - y * (dout * y).sum(axis=1, keepdims=True)) / self.norm
+
+
 class GradientReversal:
     """The gradient reversal layer (GRL) of Ganin & Lempitsky (2015).
 

@@ -29,10 +29,11 @@ import numpy
 from . import losses, triplets
 from .backend import get_array_module, to_device, to_host
 from .errors import InputError
-from .layers import GradientReversal, Linear, Tanh
+from .layers import GradientReversal, L2Normalize, Linear, Tanh
 from .optim import Adam
 
 TRIPLET_FORMS = ("hinge", "pull_push")
+DISTANCES = ("cosine", "euclidean")
 LAMBDA_SCHEDULES = ("constant", "dann")
 
 
@@ -40,16 +41,17 @@ LAMBDA_SCHEDULES = ("constant", "dann")
 class ACMRConfig:
     """Every setting of the model and its training step. Defaults: see docs/ and
     README (chosen on the Wikipedia validation split, never on test)."""
-    img_hidden: tuple = (256,)      # hidden widths of the image projector
-    txt_hidden: tuple = (64,)       # hidden widths of the text projector
+    img_hidden: tuple = (512,)      # hidden widths of the image projector
+    txt_hidden: tuple = (128,)      # hidden widths of the text projector
     dim: int = 64                   # m, the size of the common space
     disc_hidden: int = 50           # the modality classifier's hidden width (paper: 50)
-    alpha: float = 1.0              # weight of L_imi (Eq. 8)
+    alpha: float = 2.0              # weight of L_imi (Eq. 8)
     beta: float = 1.0               # weight of L_imd (Eq. 8)
-    l2: float = 1e-4                # L_reg coefficient: l2 * sum ||W||_F^2 (Eq. 7)
+    l2: float = 1e-3                # L_reg coefficient: l2 * sum ||W||_F^2 (Eq. 7)
     triplet: str = "hinge"          # "hinge": max(0, mu + l2(a,p) - l2(a,n)); "pull_push": Eqs. 4-5
-    sampling: str = "hardest"       # triplets.STRATEGIES
-    margin: float = 1.0             # mu
+    sampling: str = "random"        # triplets.STRATEGIES
+    distance: str = "cosine"        # L_imi on unit-length embeddings ("cosine") or raw ones
+    margin: float = 1.5             # mu
     push_weight: float = 1.0        # lambda_t of Eqs. 4-5 (pull_push only)
     lam: float = 0.05               # lambda (paper: 0.05), the GRL's scale at full schedule
     lam_schedule: str = "dann"      # "constant" or the DANN ramp lam * (2/(1+exp(-10p)) - 1)
@@ -66,6 +68,7 @@ class ACMRConfig:
             (self.triplet in TRIPLET_FORMS, f"triplet must be one of {', '.join(TRIPLET_FORMS)}, got {self.triplet!r}"),
             (self.sampling in triplets.STRATEGIES,
              f"sampling must be one of {', '.join(triplets.STRATEGIES)}, got {self.sampling!r}"),
+            (self.distance in DISTANCES, f"distance must be one of {', '.join(DISTANCES)}, got {self.distance!r}"),
             (self.lam_schedule in LAMBDA_SCHEDULES,
              f"lam_schedule must be one of {', '.join(LAMBDA_SCHEDULES)}, got {self.lam_schedule!r}"),
             (self.alpha >= 0 and self.beta >= 0 and self.l2 >= 0 and self.lam >= 0,
@@ -142,6 +145,7 @@ class ACMR:
         self.img_projector = MLP([d_img, *c.img_hidden, c.dim], rng=rng, xp=xp, dtype=dtype)
         self.txt_projector = MLP([d_txt, *c.txt_hidden, c.dim], rng=rng, xp=xp, dtype=dtype)
         self.label_classifier = MLP([c.dim, n_classes], rng=rng, xp=xp, dtype=dtype, last_tanh=False)
+        self.img_normalize, self.txt_normalize = L2Normalize(), L2Normalize()
         self.grl = GradientReversal(c.lam)
         self.modality_classifier = MLP([c.dim, c.disc_hidden, 2], rng=rng, xp=xp, dtype=dtype, last_tanh=False)
         # Input standardisation (identity until set_input_stats is called).
@@ -228,12 +232,20 @@ class ACMR:
         l_imd, d_class_logits = losses.softmax_cross_entropy(class_logits, xp.concatenate([labels, labels]))
         l_imd, d_class_logits = 2 * l_imd, 2 * d_class_logits
 
-        # 3. L_imi (Eqs. 3-6): triplets across modalities, both directions.
+        # 3. L_imi (Eqs. 3-6): triplets across modalities, both directions. With
+        #    distance="cosine" the squared distance l2(v, t) is taken between unit-length
+        #    embeddings (= 2 - 2 cos), the geometry retrieval is evaluated in.
         if noise is not None and c.alpha > 0:
-            l_imi_v, d_sv_imi, d_st_from_v = self._imi_one_direction(s_v, s_t, labels, noise[0])
-            l_imi_t, d_st_imi, d_sv_from_t = self._imi_one_direction(s_t, s_v, labels, noise[1])
+            u_v, u_t = s_v, s_t
+            if c.distance == "cosine":
+                u_v, u_t = self.img_normalize.forward(s_v), self.txt_normalize.forward(s_t)
+            l_imi_v, d_uv, d_ut_from_v = self._imi_one_direction(u_v, u_t, labels, noise[0])
+            l_imi_t, d_ut, d_uv_from_t = self._imi_one_direction(u_t, u_v, labels, noise[1])
             l_imi = l_imi_v + l_imi_t
-            d_s_imi = xp.concatenate([d_sv_imi + d_sv_from_t, d_st_imi + d_st_from_v])
+            d_uv, d_ut = d_uv + d_uv_from_t, d_ut + d_ut_from_v
+            if c.distance == "cosine":
+                d_uv, d_ut = self.img_normalize.backward(d_uv), self.txt_normalize.backward(d_ut)
+            d_s_imi = xp.concatenate([d_uv, d_ut])
         else:
             l_imi, d_s_imi = xp.zeros((), s.dtype), xp.zeros_like(s)
 

@@ -60,7 +60,7 @@ def test_linear_rejects_wrong_width(rng):
         layer.forward(np.zeros(D, np.float32))
 
 
-@pytest.mark.parametrize("make", [layers.Tanh, layers.Softmax])
+@pytest.mark.parametrize("make", [layers.Tanh, layers.Softmax, layers.L2Normalize])
 def test_smooth_activation_gradients(make, rng):
     errors = layer_errors(make(), rng.normal(size=(N, D)), rng.normal(size=(N, D)))
     assert errors["x"] < 1e-7, errors
@@ -80,6 +80,9 @@ def test_activation_values(rng):
     p = layers.Softmax().forward(x)
     np.testing.assert_allclose(p.sum(axis=1), 1.0)
     np.testing.assert_allclose(p, np.exp(x) / np.exp(x).sum(axis=1, keepdims=True))
+    y = layers.L2Normalize().forward(x)
+    np.testing.assert_allclose(y, x / np.linalg.norm(x, axis=1, keepdims=True))
+    assert np.all(layers.L2Normalize().forward(np.zeros((2, 3))) == 0)  # no NaN for a zero row
     big = layers.Softmax().forward(np.array([[1e4, 0.0, -1e4]]))
     np.testing.assert_allclose(big, [[1.0, 0.0, 0.0]])
 
@@ -119,7 +122,7 @@ def test_layers_same_numbers_on_cupy(rng):
     np.testing.assert_allclose(host.forward(x), dev.forward(cp.asarray(x)).get(), rtol=1e-12)
     np.testing.assert_allclose(host.backward(g), dev.backward(cp.asarray(g)).get(), rtol=1e-12)
     np.testing.assert_allclose(host.grads["W"], dev.grads["W"].get(), rtol=1e-12)
-    for make in (layers.Tanh, layers.ReLU, layers.Softmax):
+    for make in (layers.Tanh, layers.ReLU, layers.Softmax, layers.L2Normalize):
         a, b = make(), make()
         np.testing.assert_allclose(a.forward(x), b.forward(cp.asarray(x)).get(), rtol=1e-12)
         np.testing.assert_allclose(a.backward(x), b.backward(cp.asarray(x)).get(), rtol=1e-12)

@@ -41,9 +41,12 @@ def _objectives(model, img, txt, labels, noise, lam):
 
 
 @pytest.mark.parametrize("overrides", [
-    dict(triplet="hinge", sampling="random", margin=5.0),
-    dict(triplet="hinge", sampling="hardest", margin=5.0),
-    dict(triplet="pull_push", sampling="random", margin=3.0, push_weight=0.7),
+    dict(triplet="hinge", sampling="random", distance="euclidean", margin=5.0),
+    dict(triplet="hinge", sampling="hardest", distance="euclidean", margin=5.0),
+    dict(triplet="pull_push", sampling="random", distance="euclidean", margin=3.0, push_weight=0.7),
+    dict(triplet="hinge", sampling="random", distance="cosine", margin=3.0),
+    dict(triplet="hinge", sampling="hardest", distance="cosine", margin=3.0),
+    dict(triplet="pull_push", sampling="random", distance="cosine", margin=2.0, push_weight=0.7),
 ])
 def test_whole_objective_gradient(overrides):
     model, img, txt, labels, noise = _setup(alpha=0.7, beta=1.3, l2=0.05, **overrides)
@@ -98,6 +101,7 @@ def test_lambda_schedules():
     (dict(triplet="cosine"), "triplet must be one of hinge, pull_push"),
     (dict(sampling="semi"), "sampling must be one of random, hardest"),
     (dict(lam_schedule="step"), "lam_schedule must be one of constant, dann"),
+    (dict(distance="manhattan"), "distance must be one of cosine, euclidean"),
     (dict(k=0), "k must be a positive integer"),
     (dict(lr=0.0), "learning rate must be positive"),
     (dict(dim=0), "layer widths must be positive"),
