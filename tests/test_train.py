@@ -1,0 +1,123 @@
+"""The command line: outputs, determinism, evaluation of a checkpoint, resume, errors."""
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from acmr_np import train
+from acmr_np.train import main
+
+FAST = ["--epochs", "3", "--img-hidden", "32", "--txt-hidden", "16", "--dim", "16"]
+
+IGNORED = {"seconds"}  # wall time differs between runs; every other number must not
+
+
+def _metrics(folder):
+    with open(folder / "metrics.json") as f:
+        return {k: v for k, v in json.load(f).items() if k not in IGNORED}
+
+
+def test_train_writes_outputs_and_is_deterministic(tmp_path, capsys):
+    assert main(FAST + ["--out", str(tmp_path / "a"), "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert sum(line.startswith("epoch ") for line in lines) == 3
+    assert "val_mAP" in lines[2] and "lambda" in lines[2] and "adv_acc" in lines[2]
+    assert lines[-3].startswith("test (700 pairs)") and "mAP@50" in lines[-1]  # the table comes last
+    assert f"outputs: {tmp_path / 'a'}/metrics.json" in out
+    m = _metrics(tmp_path / "a")
+    for key in ("map_img2txt", "map_txt2img", "map_avg", "map50_img2txt", "map50_txt2img", "best_epoch"):
+        assert key in m
+    assert 0.15 < m["map_avg"] <= 1.0  # far above chance (0.1) even after 3 epochs
+    cfg = json.load(open(tmp_path / "a" / "config.json"))
+    assert cfg["seed"] == 3 and cfg["data"] is None and cfg["model"]["dim"] == 16
+    # the same seed gives the same numbers, bit for bit
+    assert main(FAST + ["--out", str(tmp_path / "b"), "--seed", "3"]) == 0
+    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
+    assert main(FAST + ["--out", str(tmp_path / "c"), "--seed", "4"]) == 0
+    assert _metrics(tmp_path / "c")["map_avg"] != m["map_avg"]
+
+
+def test_eval_only_reproduces_test_metrics(tmp_path, capsys):
+    assert main(FAST + ["--out", str(tmp_path / "run"), "--seed", "1"]) == 0
+    trained = _metrics(tmp_path / "run")
+    capsys.readouterr()
+    assert main(["--eval-only", "--checkpoint", str(tmp_path / "run" / "checkpoint.npz"), "--seed", "1",
+                 "--out", str(tmp_path / "eval")]) == 0
+    out = capsys.readouterr().out
+    evaluated = json.load(open(tmp_path / "eval" / "metrics.json"))
+    for key in ("map_img2txt", "map_txt2img", "map50_img2txt"):
+        assert evaluated[key] == trained[key]
+    assert "mAP@all" in out.splitlines()[-2]
+
+
+def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, monkeypatch, capsys):
+    args = FAST[:1] + ["4"] + FAST[2:] + ["--seed", "2"]
+    assert main(args + ["--out", str(tmp_path / "full")]) == 0
+    calls = {"n": 0}
+    real_epoch = train.Run.train_epoch
+
+    def interrupted_epoch(self):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # Ctrl-C during the third epoch
+        return real_epoch(self)
+
+    monkeypatch.setattr(train.Run, "train_epoch", interrupted_epoch)
+    assert main(args + ["--out", str(tmp_path / "cut")]) == 130
+    err = capsys.readouterr().err
+    assert "checkpoint of epoch 2" in err and f"--resume {tmp_path / 'cut'}" in err
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+    monkeypatch.setattr(train.Run, "train_epoch", real_epoch)
+    assert main(["--resume", str(tmp_path / "cut")]) == 0
+    assert "resuming" in capsys.readouterr().out
+    assert _metrics(tmp_path / "cut") == _metrics(tmp_path / "full")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "--epochs must be positive, got 0"),
+    (["--batch-size", "-5"], "--batch-size must be positive, got -5"),
+    (["--lr", "0"], "--lr must be positive, got 0.0"),
+    (["--batch-size", "5000"], "--batch-size 5000 is larger than the training set (1800 pairs)"),
+    (["--triplet", "cosine"], "argument --triplet: invalid choice: 'cosine'"),
+    (["--backend", "torch"], "argument --backend: invalid choice: 'torch'"),
+    (["--img-hidden", "12,x"], "expected comma-separated layer widths"),
+    (["--data", "/no/such/file.npz"], "/no/such/file.npz"),
+    (["--eval-only"], "--eval-only needs --checkpoint FILE"),
+    (["--resume", "/no/such/run"], "--resume /no/such/run: no config.json there"),
+])
+def test_bad_arguments_give_one_line(argv, message, tmp_path, capsys):
+    assert main(argv + ["--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("python -m acmr_np.train: error: ")
+    assert message in err
+
+
+def test_existing_out_is_never_overwritten(tmp_path, capsys):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    assert main(FAST + ["--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (out / "metrics.json").read_text() == "{}"
+
+
+def test_cupy_without_cupy_is_one_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    assert main(["--backend", "cupy", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs CuPy, which is not installed" in err
+    assert not (tmp_path / "x").exists()  # nothing half-written
+
+
+def test_checkpoint_of_another_shape_is_refused(tmp_path, capsys):
+    assert main(FAST + ["--out", str(tmp_path / "run")]) == 0
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "other.npz", img_train=rng.normal(size=(40, 9)), txt_train=rng.normal(size=(40, 24)),
+             label_train=np.arange(40) % 10, img_test=rng.normal(size=(20, 9)),
+             txt_test=rng.normal(size=(20, 24)), label_test=np.arange(20) % 10)
+    capsys.readouterr()
+    assert main(["--eval-only", "--checkpoint", str(tmp_path / "run" / "checkpoint.npz"),
+                 "--data", str(tmp_path / "other.npz")]) == 2
+    assert "was trained with d_img=128, but" in capsys.readouterr().err
