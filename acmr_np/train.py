@@ -311,9 +311,11 @@ def _train(args, xp):
     data = data_module.load_dataset(settings["data"], seed=settings["seed"], val_fraction=settings["val_fraction"])
     run = Run(data, cfg, epochs=settings["epochs"], batch_size=settings["batch_size"], seed=settings["seed"], xp=xp)
     if args.resume:
-        if meta["data"] != data.fingerprint():
-            raise InputError(f"--resume {args.resume}: the data at {settings['data']} is not the data this run "
-                             f"was trained on (its fingerprint differs)")
+        differs = sorted(k for k in set(meta["data"]) | set(data.fingerprint())
+                         if meta["data"].get(k) != data.fingerprint().get(k))
+        if differs:
+            raise InputError(f"--resume {args.resume}: the data at {settings['data'] or 'synthetic'} is not the "
+                             f"data this run was trained on (differs in: {', '.join(differs)})")
         run.restore(ckpt)
         print(f"resuming {out} after epoch {run.epoch}")
     else:
@@ -322,19 +324,21 @@ def _train(args, xp):
     print(f"data: {data.name}: train {len(data.train)}, val {len(data.val)}, test {len(data.test)} pairs, "
           f"{data.n_classes} classes, image {data.d_img}-d, text {data.d_txt}-d; backend {settings['backend']}")
 
+    saved = run.epoch  # the epoch whose checkpoint is complete on disk
     try:
         while run.epoch < run.epochs:
             try:
                 row = run.train_epoch()
             except FloatingPointError as exc:
-                kept = f"the last good checkpoint (epoch {run.epoch - 1}) is kept in {out}" if run.epoch > 1 \
-                    else "no epoch had finished, so there is no checkpoint"
-                raise InputError(f"training diverged: {exc}; {kept}. Try a smaller --lr") from None
+                kept = (f"the checkpoint of epoch {saved} is kept in {out}/{CHECKPOINT}" if saved
+                        else "no epoch had finished, so there is no checkpoint")
+                raise InputError(f"training diverged: {exc}; {kept}; try a smaller --lr") from None
             run.save(out)
+            saved = run.epoch
             print(format_epoch(row, run.epochs), flush=True)
     except KeyboardInterrupt:
-        if run.epoch:
-            print(f"\ninterrupted; the checkpoint of epoch {run.epoch} is in {out}/{CHECKPOINT}. "
+        if saved:
+            print(f"\ninterrupted; the checkpoint of epoch {saved} is in {out}/{CHECKPOINT}. "
                   f"Resume with: python -m acmr_np.train --resume {out}", file=sys.stderr)
         else:
             print(f"\ninterrupted before the first epoch finished; nothing to resume in {out}", file=sys.stderr)
