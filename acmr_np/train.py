@@ -103,6 +103,16 @@ class Run:
             self.best_params = {k: v.copy() for k, v in self.model.named("params").items()}
         return row
 
+    def fit(self, log=None):
+        """Train the remaining epochs without writing files (ablations, notebooks), load
+        the best epoch, and return its test metrics. ``log``: called with each epoch line."""
+        while self.epoch < self.epochs:
+            row = self.train_epoch()
+            if log:
+                log(format_epoch(row, self.epochs))
+        self.use_best()
+        return evaluate_split(self.model, self.data.test)
+
     def validation_map(self):
         """Mean of the two directions' mAP@all on the validation split."""
         val = self.data.val
@@ -168,7 +178,8 @@ def model_from_checkpoint(ckpt, meta, xp):
     return model
 
 
-def test_metrics(model, split):
+def evaluate_split(model, split):
+    """Test-protocol numbers (mAP@all, mAP@50, both directions) of a model on one split."""
     s_v, s_t = model.embed(split.img, split.txt)
     return evaluate_retrieval(s_v, s_t, split.labels, k=50)
 
@@ -284,7 +295,7 @@ def _evaluate_only(args, xp):
             raise InputError(f"checkpoint {args.checkpoint} was trained with {key}={want[key]}, "
                              f"but {data.name} has {key}={have}")
     model = model_from_checkpoint(ckpt, meta, xp)
-    metrics = test_metrics(model, data.test)
+    metrics = evaluate_split(model, data.test)
     if args.out:
         out = _fresh_out(args.out)
         write_json(os.path.join(out, METRICS), {**metrics, "checkpoint": os.path.abspath(args.checkpoint),
@@ -345,7 +356,7 @@ def _train(args, xp):
         return 130
 
     run.use_best()
-    metrics = test_metrics(run.model, data.test)
+    metrics = evaluate_split(run.model, data.test)
     metrics.update(best_epoch=run.best_epoch, best_val_map=run.best_val, seconds=run.seconds,
                    epochs=run.epochs, seed=run.seed, data=data.name)
     write_json(os.path.join(out, METRICS), metrics)
