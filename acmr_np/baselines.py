@@ -1,0 +1,117 @@
+"""python -m acmr_np.baselines: CCA and "no training" on the test split, ACMR's metric code.
+
+    python -m acmr_np.baselines --data wiki_data.mat            # prints the table
+    python -m acmr_np.baselines --data wiki_data.mat --out runs/baselines   # + baselines.json
+
+The data are loaded and split exactly as ``python -m acmr_np.train`` does (same
+``--seed`` and ``--val-fraction`` give the same validation split). CCA is fitted on the
+training split, its number of components is chosen on the validation split, and the test
+split is used once, for the table. Both methods are scored by
+``metrics.evaluate_retrieval``: mAP@all and mAP@50, cosine similarity, both directions.
+See acmr_np/cca.py for the methods themselves.
+"""
+import argparse
+import os
+import sys
+
+from . import data as data_module
+from .cca import DEFAULT_REG, NO_TRAINING_DIM, NoTraining, fit_select
+from .errors import InputError
+from .files import write_json
+from .metrics import evaluate_retrieval
+
+PROG = "python -m acmr_np.baselines"
+OUTPUT = "baselines.json"
+
+
+def run_baselines(data, *, reg=DEFAULT_REG, seed=0, dim=NO_TRAINING_DIM):
+    """Fit and score both baselines on a PairedDataset.
+
+    Returns {"cca": {...}, "no_training": {...}}: each holds the test metrics of
+    ``evaluate_retrieval`` (map_img2txt, map_txt2img, map_avg, map50_*) and the settings
+    that produced them; CCA adds the chosen n_components, its validation score and the
+    validation score of every candidate. The fitted CCA is returned as well, for plots:
+    (results, cca_model).
+    """
+    cca = fit_select(data.train, data.val, reg=reg)
+    cca_metrics = evaluate_retrieval(*cca.embed(data.test.img, data.test.txt), data.test.labels)
+    raw = NoTraining(data.d_img, data.d_txt, dim=dim, seed=seed)
+    raw_metrics = evaluate_retrieval(*raw.embed(data.test.img, data.test.txt), data.test.labels)
+    results = {
+        "cca": {**cca_metrics, "n_components": cca.n_components, "max_components": cca.max_components,
+                "reg": cca.reg, "val_map": cca.val_scores[cca.n_components],
+                "val_map_by_components": {str(k): v for k, v in cca.val_scores.items()},
+                "canonical_correlations": [float(r) for r in cca.corrs]},
+        "no_training": {**raw_metrics, "kind": raw.kind, "dim": raw.dim, "seed": seed},
+    }
+    return results, cca
+
+
+def format_table(results, data):
+    """The results of ``run_baselines`` as a plain-text table."""
+    cca, raw = results["cca"], results["no_training"]
+    rows = [(f"CCA ({cca['n_components']} of {cca['max_components']} components, reg {cca['reg']:g})", cca),
+            (f"no training ({raw['kind']})", raw)]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"baselines on {data.name}",
+             f"test split: {len(data.test)} pairs, {data.n_classes} classes; "
+             f"CCA fitted on {len(data.train)} training pairs, components chosen on {len(data.val)} "
+             f"validation pairs (validation mAP@all {cca['val_map']:.4f})",
+             "",
+             f"{'method':<{width}}  {'metric':<8} {'img->txt':>8}  {'txt->img':>8}  {'average':>8}"]
+    for name, m in rows:
+        for label, key in (("mAP@all", "map"), ("mAP@50", "map50")):
+            lines.append(f"{name if key == 'map' else '':<{width}}  {label:<8} {m[key + '_img2txt']:8.4f}  "
+                         f"{m[key + '_txt2img']:8.4f}  {m[key + '_avg']:8.4f}")
+    return "\n".join(lines)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        raise InputError(message)
+
+
+def build_parser():
+    p = _Parser(prog=PROG, description=__doc__.split("\n")[0],
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default=None,
+                   help="a .npz, a Wikipedia .mat, or a DSCMR folder; default: the synthetic data")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the validation split (as in acmr_np.train) and of the random projections")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="part of train held out for validation when the data has no validation split")
+    p.add_argument("--reg", type=float, default=DEFAULT_REG,
+                   help="CCA ridge, relative to each covariance's mean variance")
+    p.add_argument("--dim", type=int, default=NO_TRAINING_DIM,
+                   help="size of the no-training random projections (used when d_img != d_txt)")
+    p.add_argument("--out", default=None, help=f"folder to write {OUTPUT} into (created if missing)")
+    return p
+
+
+def main(argv=None):
+    try:
+        args = build_parser().parse_args(argv)
+        if not args.reg >= 0:  # also catches NaN
+            raise InputError(f"--reg must be non-negative, got {args.reg}")
+        if args.dim < 1:
+            raise InputError(f"--dim must be positive, got {args.dim}")
+        if args.out is not None and os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise InputError(f"--out {args.out} exists and is not a folder")
+        data = data_module.load_dataset(args.data, seed=args.seed, val_fraction=args.val_fraction)
+        results, _ = run_baselines(data, reg=args.reg, seed=args.seed, dim=args.dim)
+        print(format_table(results, data))
+        if args.out is not None:
+            os.makedirs(args.out, exist_ok=True)
+            path = os.path.join(args.out, OUTPUT)
+            write_json(path, {**results, "data": data.name, "seed": args.seed,
+                              "val_fraction": args.val_fraction,
+                              "sizes": {s: len(getattr(data, s)) for s in ("train", "val", "test")}})
+            print(f"written: {path}")
+        return 0
+    except InputError as exc:
+        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,408 @@
+"""Figures and retrieval examples that show what a run learnt.
+
+``make_run_figures`` writes everything into a run folder; each piece can also be made
+on its own:
+
+- ``plot_training_curves``: every loss term, lambda, the modality classifier's accuracy
+  and the validation mAP, per epoch;
+- ``plot_retrieval_curves`` (data from ``retrieval_curves``): precision-recall and
+  precision@k in both directions, several methods on the same axes;
+- ``plot_common_space``: the joint embeddings of both modalities in 2-D (PCA), before
+  and after training, colour = class, marker = modality;
+- ``retrieval_examples`` / ``write_examples``: the classes of the top-k results of a
+  few queries, marked relevant or not, as plain text.
+
+matplotlib is optional (``pip install 'acmr_np[plot]'``) and imported only inside the
+functions that draw. We never import pyplot: each figure is a bare
+``matplotlib.figure.Figure`` attached to the Agg canvas (the non-interactive PNG
+renderer), so nothing is ever shown, no global backend is switched under a user's
+feet (a Jupyter session keeps its own), and no figure lingers in pyplot's registry.
+Every file is written atomically (acmr_np.files).
+"""
+import math
+import os
+
+import numpy
+
+from .backend import to_host
+from .errors import InputError
+from .files import atomic_write, write_text
+from .metrics import cosine_similarity, precision_recall_curve
+
+MISSING_MATPLOTLIB = "figures need matplotlib: pip install 'acmr_np[plot]'"
+RELEVANT, NOT_RELEVANT = "\u2713", "\u2717"  # check mark and ballot x
+DPI = 120
+DIRECTIONS = (("img2txt", "image \u2192 text"), ("txt2img", "text \u2192 image"))
+FILES = {"training_curves": "training_curves.png", "retrieval_curves": "retrieval_curves.png",
+         "common_space": "common_space.png", "examples": "examples.txt"}
+
+
+# ---- matplotlib plumbing ------------------------------------------------------------
+
+def _new_figure(figsize):
+    """A Figure on the Agg canvas (no pyplot, no display), with constrained layout."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise InputError(MISSING_MATPLOTLIB) from None
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path):
+    """Render ``fig`` as PNG into ``path`` atomically; return the path."""
+    path = os.fspath(path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=DPI))
+    return path
+
+
+def _class_colours(n_classes):
+    """One colour per class from a qualitative colormap (tab10, tab20, else a
+    sampled continuous map when there are more than 20 classes)."""
+    from matplotlib import colormaps
+    if n_classes <= 10:
+        return [colormaps["tab10"](i) for i in range(n_classes)]
+    if n_classes <= 20:
+        return [colormaps["tab20"](i) for i in range(n_classes)]
+    return [colormaps["turbo"](x) for x in numpy.linspace(0.05, 0.95, n_classes)]
+
+
+def _host_pair(pair, name):
+    """(img_emb, txt_emb) on any backend -> two host float64 arrays of one width."""
+    try:
+        img, txt = pair
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a pair (img_emb, txt_emb)") from None
+    img, txt = (numpy.asarray(to_host(a), dtype=numpy.float64) for a in (img, txt))
+    if img.ndim != 2 or txt.ndim != 2 or img.shape[1] != txt.shape[1]:
+        raise InputError(f"{name}: expected image and text embeddings (n, m) of one width m, "
+                         f"got shapes {img.shape} and {txt.shape}")
+    return img, txt
+
+
+# ---- training curves ----------------------------------------------------------------
+
+# (history key, panel title, y label); L_adv and adv_acc get their chance levels drawn.
+_CURVES = (
+    ("L_imi", "inter-modal invariance $L_{imi}$ (triplets)", "loss"),
+    ("L_imd", "label classification $L_{imd}$", "loss"),
+    ("L_reg", "weight decay $L_{reg}$", "loss"),
+    ("L_adv", "modality classifier $L_{adv}$", "loss"),
+    ("adv_acc", "modality classifier accuracy", "accuracy"),
+    ("lam", "gradient reversal scale $\\lambda$", "$\\lambda$ (end of epoch)"),
+    ("val_map", "validation mAP@all (mean of both directions)", "mAP@all"),
+)
+
+
+def plot_training_curves(history, path):
+    """One panel per logged quantity against the epoch; returns ``path``.
+
+    history: a list of per-epoch dicts as in ``Run.history`` (keys epoch, L_imi, L_imd,
+    L_reg, L_adv, adv_acc, lam, val_map). Loss terms are the epoch's means over
+    mini-batches (L_imd and L_adv sum the two modalities, so a modality classifier at
+    chance has L_adv = 2 ln 2 and accuracy 0.5, both drawn as dotted lines). The best
+    validation epoch, the one a run keeps, is marked.
+    """
+    if not history:
+        raise InputError("no training history to plot (no epoch has finished)")
+    missing = {"epoch", *(k for k, _, _ in _CURVES)} - set(history[0])
+    if missing:
+        raise InputError(f"training history lacks {', '.join(sorted(missing))}")
+    epochs = numpy.array([row["epoch"] for row in history])
+    values = {k: numpy.array([row[k] for row in history], dtype=float) for k, _, _ in _CURVES}
+    marker = "o" if len(epochs) <= 40 else None
+
+    fig = _new_figure((13, 9.5))  # first: a clear InputError if matplotlib is missing
+    from matplotlib.ticker import MaxNLocator
+    axes = fig.subplot_mosaic([["L_imi", "L_imd", "L_reg"], ["L_adv", "adv_acc", "lam"],
+                               ["val_map", "val_map", "val_map"]])
+    for key, title, ylabel in _CURVES:
+        ax = axes[key]
+        ax.plot(epochs, values[key], marker=marker, markersize=3, color="C0")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes["L_adv"].axhline(2 * math.log(2), ls=":", color="grey", label="chance: 2 ln 2")
+    axes["L_adv"].legend(loc="best", fontsize="small")
+    axes["adv_acc"].axhline(0.5, ls=":", color="grey", label="chance: 0.5")
+    axes["adv_acc"].set_ylim(0, 1.02)
+    axes["adv_acc"].legend(loc="lower right", fontsize="small")
+    best = int(numpy.argmax(values["val_map"]))
+    axes["val_map"].plot(epochs[best], values["val_map"][best], "*", ms=14, color="C3",
+                         label=f"best: epoch {epochs[best]}, mAP {values['val_map'][best]:.4f}")
+    axes["val_map"].legend(loc="lower right")
+    pad = max(0.5, 0.02 * (epochs[-1] - epochs[0]))
+    for ax in axes.values():  # whole epochs on the x axis, also for a run of one epoch
+        ax.set_xlim(epochs[0] - pad, epochs[-1] + pad)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    fig.suptitle("Training curves (means over each epoch's mini-batches)", fontsize="x-large")
+    return _save(fig, path)
+
+
+# ---- precision-recall and precision@k -------------------------------------------------
+
+def retrieval_curves(img_emb, txt_emb, labels, chunk_size=1024):
+    """Precision-recall and precision@k data of one method on one paired split.
+
+    img_emb (n, m), txt_emb (n, m), labels (n,), any backend. Returns
+    {"img2txt": d, "txt2img": d}, each d = {"precision": (n,), "recall": (n,),
+    "chance": float} with host arrays from ``metrics.precision_recall_curve``:
+    precision[r - 1] and recall[r - 1] are the means over queries of precision@r and
+    recall@r, so ``precision`` is also the precision@k curve (k = r). "chance" is the
+    precision of a random ranking, the mean over queries of R / n (R: relevant items).
+    """
+    labels_h = numpy.asarray(to_host(labels))
+    chance = float(numpy.mean((labels_h[:, None] == labels_h[None, :]).mean(axis=1)))
+    out = {}
+    for key, (q, g) in (("img2txt", (img_emb, txt_emb)), ("txt2img", (txt_emb, img_emb))):
+        precision, recall = precision_recall_curve(q, labels, g, labels, chunk_size=chunk_size)
+        out[key] = {"precision": precision, "recall": recall, "chance": chance}
+    return out
+
+
+def plot_retrieval_curves(curves, path, title=None):
+    """Precision-recall (left) and precision@k (right), image->text (top) and
+    text->image (bottom), every method on the same axes; returns ``path``.
+
+    curves: {method name: the dict of ``retrieval_curves``}, drawn in the given order;
+    all methods must be scored on the same split. The chance level (a random ranking)
+    is drawn dotted when the curves carry it.
+    """
+    if not curves:
+        raise InputError("no methods to plot")
+    fig = _new_figure((12, 9))  # first: a clear InputError if matplotlib is missing
+    from matplotlib.ticker import FormatStrFormatter
+    axes = fig.subplots(2, 2)
+    for row, (key, direction) in enumerate(DIRECTIONS):
+        ax_pr, ax_pk = axes[row]
+        for i, (name, c) in enumerate(curves.items()):
+            d = c[key]
+            precision, recall = numpy.asarray(d["precision"]), numpy.asarray(d["recall"])
+            ks = numpy.arange(1, len(precision) + 1)
+            ax_pr.plot(recall, precision, color=f"C{i}", label=name)
+            ax_pk.plot(ks, precision, color=f"C{i}", label=name)
+        chance = next((c[key]["chance"] for c in curves.values() if "chance" in c[key]), None)
+        if chance is not None:
+            for ax in (ax_pr, ax_pk):
+                ax.axhline(chance, ls=":", color="grey", label=f"chance ({chance:.3f})")
+        top = min(1.0, 1.1 * max(max(float(numpy.max(c[key]["precision"])) for c in curves.values()),
+                                 chance or 0.0)) + 0.02
+        ax_pr.set(title=f"{direction}: precision-recall", xlabel="recall", ylabel="precision",
+                  xlim=(0, 1), ylim=(0, top))
+        # log k: the top of the list (k = 1..50), where a user looks, gets half the width
+        ax_pk.set_xscale("log")
+        ax_pk.xaxis.set_major_formatter(FormatStrFormatter("%g"))  # 1, 10, 100, not 10^0, ...
+        ax_pk.set(title=f"{direction}: precision@k", xlabel="k (number of results returned, log scale)",
+                  ylabel="precision@k", xlim=(1, len(ks)), ylim=(0, top))
+        for ax in (ax_pr, ax_pk):
+            ax.grid(alpha=0.3)
+            ax.legend(loc="best")  # the corner that hides the least of the curves
+    fig.suptitle(title or "Retrieval curves", fontsize="x-large")
+    return _save(fig, path)
+
+
+# ---- the common space ----------------------------------------------------------------
+
+def pca_2d(img_emb, txt_emb):
+    """PCA of the stacked embeddings of both modalities, by SVD.
+
+    img_emb (n, m), txt_emb (n', m) -> (img_xy (n, 2), txt_xy (n', 2), explained (2,)):
+    Z = [img; txt] centred by its mean, Z = U S V^T, coordinates Z V[:, :2], and the
+    share of variance S_j^2 / sum S^2 of each axis. One PCA for both modalities, so
+    their positions are comparable. A 1-d space gets a zero second axis.
+    """
+    z = numpy.vstack([img_emb, txt_emb]).astype(numpy.float64)
+    z -= z.mean(axis=0)
+    _, s, vt = numpy.linalg.svd(z, full_matrices=False)
+    xy = numpy.zeros((len(z), 2))
+    k = min(2, vt.shape[0])
+    xy[:, :k] = z @ vt[:k].T
+    total = float((s ** 2).sum())
+    explained = numpy.zeros(2)
+    explained[:k] = s[:k] ** 2 / total if total > 0 else 0.0
+    return xy[:len(img_emb)], xy[len(img_emb):], explained
+
+
+def plot_common_space(before, after, labels, path, *, titles=("before training", "after training"),
+                      class_names=None, max_points=800, seed=0):
+    """The common space in 2-D, before and after training; returns ``path``.
+
+    before, after: pairs (img_emb (n, m), txt_emb (n, m)) of the same n pairs (any
+    backend; ``before`` may be None for a single panel), labels (n,). Each panel is its
+    own PCA (``pca_2d``) of that space, so axes are not comparable between panels.
+    Colour = class, marker = modality (o image, ^ text). A space where training worked
+    shows images and texts of one class mixed in one cluster (modality invariance) and
+    classes apart (discrimination). At most ``max_points`` pairs are drawn (a seeded
+    random subset, the same for every panel); the PCA uses all of them.
+    """
+    labels = numpy.asarray(to_host(labels))
+    panels = [(t, _host_pair(p, t)) for t, p in zip(titles, (before, after)) if p is not None]
+    if not panels:
+        raise InputError("nothing to plot: both before and after are None")
+    for t, (img, txt) in panels:
+        if not len(img) == len(txt) == len(labels):
+            raise InputError(f"{t}: {len(img)} image and {len(txt)} text embeddings for {len(labels)} labels")
+    fig = _new_figure((6.2 * len(panels) + 1.8, 6.2))  # first: InputError if matplotlib is missing
+    classes = numpy.unique(labels)
+    colours = dict(zip(classes.tolist(), _class_colours(len(classes))))
+    shown = numpy.arange(len(labels))
+    if len(labels) > max_points:
+        shown = numpy.sort(numpy.random.default_rng(seed).choice(len(labels), max_points, replace=False))
+    colour_of = numpy.array([colours[c] for c in labels[shown].tolist()])
+
+    axes = numpy.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, (title, (img, txt)) in zip(axes, panels):
+        img_xy, txt_xy, explained = pca_2d(img, txt)
+        ax.scatter(*img_xy[shown].T, s=16, marker="o", c=colour_of, alpha=0.65, linewidths=0)
+        ax.scatter(*txt_xy[shown].T, s=26, marker="^", facecolors="none", edgecolors=colour_of,
+                   linewidths=0.9, alpha=0.85)
+        ax.set_title(title)
+        ax.set_xlabel(f"PC 1 ({100 * explained[0]:.0f}% of variance)")
+        ax.set_ylabel(f"PC 2 ({100 * explained[1]:.0f}% of variance)")
+        ax.grid(alpha=0.3)
+
+    from matplotlib.lines import Line2D
+    name = (lambda c: f"{c}: {class_names[c]}") if class_names is not None else (lambda c: f"class {c}")
+    class_handles = [Line2D([], [], ls="", marker="s", ms=8, color=colours[c], label=name(c))
+                     for c in classes.tolist()]
+    modality_handles = [Line2D([], [], ls="", marker="o", ms=6, color="dimgrey", label="image"),
+                        Line2D([], [], ls="", marker="^", ms=7, mfc="none", color="dimgrey", label="text")]
+    gap = Line2D([], [], ls="", label=" ")  # an empty row between the two groups
+    # One legend (two would need add_artist, which constrained layout does not make room for).
+    axes[-1].legend(handles=modality_handles + [gap] + class_handles, title="marker: modality\ncolour: class",
+                    loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
+                    ncol=1 if len(classes) <= 24 else 2)
+    subset = f", {len(shown)} of {len(labels)} pairs shown" if len(shown) < len(labels) else ""
+    fig.suptitle(f"Common space, PCA to 2-D (colour: class, marker: modality{subset})", fontsize="x-large")
+    return _save(fig, path)
+
+
+# ---- retrieval examples ----------------------------------------------------------------
+
+def pick_queries(labels, n=4):
+    """n query indices from n different classes spread over the label range: for each
+    chosen class, its first item. Deterministic."""
+    labels = numpy.asarray(to_host(labels))
+    classes = numpy.unique(labels)
+    chosen = classes[numpy.unique(numpy.linspace(0, len(classes) - 1, min(n, len(classes))).round().astype(int))]
+    return [int(numpy.flatnonzero(labels == c)[0]) for c in chosen]
+
+
+def retrieval_examples(img_emb, txt_emb, labels, queries, k=10, class_names=None, title=None):
+    """For each query index, both directions: the classes of the top-k results.
+
+    img_emb (n, m), txt_emb (n, m), labels (n,) of one paired split (any backend);
+    queries: indices into it. Query i is image i (ranking all texts) and text i
+    (ranking all images), ranked by cosine similarity with the tie rule of
+    acmr_np.metrics (equal similarities in gallery order). Each result is printed as
+    its class followed by ✓ (same class as the query: relevant) or ✗. Returns text.
+    """
+    img, txt = _host_pair((img_emb, txt_emb), "embeddings")
+    labels = numpy.asarray(to_host(labels))
+    n = len(labels)
+    if not len(img) == len(txt) == n:
+        raise InputError(f"{len(img)} image and {len(txt)} text embeddings for {n} labels")
+    queries = [int(q) for q in queries]
+    bad = [q for q in queries if not 0 <= q < n]
+    if bad:
+        raise InputError(f"query indices {bad} are outside 0..{n - 1}")
+    if isinstance(k, bool) or int(k) != k or k < 1:
+        raise InputError(f"k must be a positive integer, got {k!r}")
+    k = min(int(k), n)
+    if class_names is not None and len(class_names) <= int(labels.max()):
+        raise InputError(f"{len(class_names)} class names for labels up to {int(labels.max())}")
+
+    cw = len(str(int(labels.max())))                                  # widths that keep columns aligned
+    nw = max(len(str(c)) for c in class_names) if class_names is not None else 0
+
+    def name(c):
+        return f"class {c:>{cw}}" + (f" {class_names[c]:<{nw}}" if class_names is not None else "")
+
+    width = len(str(n - 1))
+    lines = [title] if title else []
+    lines += [f"Top {k} results of each query by cosine similarity, best first: the class of each "
+              f"result, {RELEVANT} = same class as the query (relevant), {NOT_RELEVANT} = another class."]
+    if class_names is not None:
+        lines.append("classes: " + ", ".join(f"{i} {c}" for i, c in enumerate(class_names)))
+    for key, direction in DIRECTIONS:
+        q_emb, g_emb = (img, txt) if key == "img2txt" else (txt, img)
+        q_word = "image" if key == "img2txt" else "text "
+        lines += ["", direction]
+        sim = cosine_similarity(q_emb[queries], g_emb)                  # (len(queries), n)
+        top = numpy.argsort(-sim, axis=1, kind="stable")[:, :k]         # (len(queries), k)
+        for q, ranked in zip(queries, top):
+            rel = labels[ranked] == labels[q]
+            marks = " ".join(f"{c:>{cw}}{RELEVANT if r else NOT_RELEVANT}"
+                             for c, r in zip(labels[ranked].tolist(), rel))
+            lines.append(f"  {q_word} {q:>{width}}  {name(labels[q])}  "
+                         f"{int(rel.sum()):>{len(str(k))}}/{k} relevant:  {marks}")
+    return "\n".join(lines) + "\n"
+
+
+def write_examples(img_emb, txt_emb, labels, queries, path, k=10, class_names=None, title=None):
+    """``retrieval_examples`` written atomically to ``path`` (UTF-8); returns ``path``."""
+    write_text(path, retrieval_examples(img_emb, txt_emb, labels, queries, k, class_names, title))
+    return os.fspath(path)
+
+
+# ---- everything for one run --------------------------------------------------------------
+
+def initial_model(data, cfg, seed, xp=numpy):
+    """The untrained ACMR that ``train.Run(data, cfg, seed=seed, ...)`` starts from:
+    the same construction, the same first draws from ``default_rng(seed)``, the same
+    input standardisation, hence the same initial weights (tests/test_plots.py checks)."""
+    from .model import ACMR
+    model = ACMR(data.d_img, data.d_txt, data.n_classes, cfg, rng=numpy.random.default_rng(seed), xp=xp)
+    model.set_input_stats(data.train.img, data.train.txt)
+    return model
+
+
+def make_run_figures(run_dir, model, data, history=None, *, before=None, baseline=None,
+                     split="test", queries=None, class_names=None, name="ACMR"):
+    """Write every figure and the retrieval examples of one run into ``run_dir``.
+
+    model: the trained model, anything with ``embed(img, txt) -> (s_v, s_t)`` (an ACMR
+    on either backend, or a CCA); data: the PairedDataset it was trained on; history:
+    ``Run.history`` (None: no training curves, e.g. for a loaded checkpoint); before:
+    the untrained model (``initial_model``) for the common-space panel "before
+    training" (None: the "after" panel only); baseline: a fitted CCA (default: fitted
+    here on data.train, components chosen on data.val, as acmr_np.baselines does);
+    split: which split to show ("test"); queries: indices for the examples (default
+    ``pick_queries``). Returns {figure name: path} for the files written:
+    training_curves.png, retrieval_curves.png, common_space.png, examples.txt.
+    """
+    if split not in ("train", "val", "test"):
+        raise InputError(f"split must be train, val or test, got {split!r}")
+    if not os.path.isdir(run_dir):
+        raise InputError(f"{run_dir}: no such folder")
+    _new_figure((1, 1))  # fail early, before any work, when matplotlib is missing
+    if baseline is None:
+        from .cca import fit_select
+        baseline = fit_select(data.train, data.val)
+    s = getattr(data, split)
+    emb = _host_pair(model.embed(s.img, s.txt), "model embeddings")
+    base_emb = _host_pair(baseline.embed(s.img, s.txt), "baseline embeddings")
+    base_name = f"CCA ({baseline.n_components} components)" if hasattr(baseline, "n_components") else "baseline"
+    out = {key: os.path.join(run_dir, filename) for key, filename in FILES.items()}
+    paths = {}
+    if history:
+        paths["training_curves"] = plot_training_curves(history, out["training_curves"])
+    paths["retrieval_curves"] = plot_retrieval_curves(
+        {name: retrieval_curves(*emb, s.labels), base_name: retrieval_curves(*base_emb, s.labels)},
+        out["retrieval_curves"], title=f"Retrieval on the {split} split ({len(s)} pairs, cosine similarity)")
+    before_emb = _host_pair(before.embed(s.img, s.txt), "untrained embeddings") if before is not None else None
+    paths["common_space"] = plot_common_space(
+        before_emb, emb, s.labels, out["common_space"], class_names=class_names,
+        titles=(f"{name} before training (initial weights)", f"{name} after training"))
+    queries = pick_queries(s.labels) if queries is None else queries
+    text = "\n".join([
+        retrieval_examples(*emb, s.labels, queries, class_names=class_names,
+                           title=f"== {name}, {split} split =="),
+        retrieval_examples(*base_emb, s.labels, queries, class_names=class_names,
+                           title=f"== {base_name}, {split} split (baseline) ==")])
+    write_text(out["examples"], text)
+    paths["examples"] = out["examples"]
+    return paths
