@@ -246,6 +246,9 @@ def build_parser():
                    help="continue the run in DIR from its last finished epoch (its settings are reused)")
     r.add_argument("--eval-only", action="store_true", help="evaluate --checkpoint on --data's test split")
     r.add_argument("--checkpoint", default=None, help="checkpoint.npz for --eval-only")
+    p.add_argument("--plots", action="store_true",
+                   help="also write figures (training curves, precision-recall against CCA, the common space "
+                        "before/after) and retrieval examples into the output folder; needs matplotlib")
     return p
 
 
@@ -284,9 +287,25 @@ def _fresh_out(out):
     return out
 
 
+def _require_matplotlib():
+    """Fail before any training when --plots cannot be honoured."""
+    from .plots import _new_figure
+    _new_figure((1, 1))
+
+
+def _write_figures(out, model, data, history, cfg, seed, xp):
+    from .plots import initial_model, make_run_figures
+    paths = make_run_figures(out, model, data, history, before=initial_model(data, cfg, seed, xp))
+    print("figures: " + ", ".join(sorted(paths.values())))
+
+
 def _evaluate_only(args, xp):
     if not args.checkpoint:
         raise InputError("--eval-only needs --checkpoint FILE")
+    if args.plots and not args.out:
+        raise InputError("--eval-only --plots needs --out DIR for the figures")
+    if args.plots:
+        _require_matplotlib()
     ckpt, meta = read_checkpoint(args.checkpoint)
     data = data_module.load_dataset(args.data, seed=args.seed, val_fraction=args.val_fraction)
     want = meta["data"]
@@ -301,6 +320,8 @@ def _evaluate_only(args, xp):
         write_json(os.path.join(out, METRICS), {**metrics, "checkpoint": os.path.abspath(args.checkpoint),
                                                 "data": data.name})
         print(f"metrics written to {out}/{METRICS}")
+        if args.plots:
+            _write_figures(out, model, data, None, ACMRConfig(**meta["model"]), meta["seed"], xp)
     print(format_table(metrics, len(data.test), title=f"test on {data.name}"))
 
 
@@ -315,9 +336,12 @@ def _train(args, xp):
         out = args.resume
     else:
         _check_settings(args)
+        if args.plots:
+            _require_matplotlib()
         settings = {"data": os.path.abspath(args.data) if args.data else None, "backend": args.backend,
                     "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
-                    "val_fraction": args.val_fraction, "model": model_config(args).to_dict()}
+                    "val_fraction": args.val_fraction, "plots": args.plots,
+                    "model": model_config(args).to_dict()}
     cfg = ACMRConfig(**settings["model"])
     data = data_module.load_dataset(settings["data"], seed=settings["seed"], val_fraction=settings["val_fraction"])
     run = Run(data, cfg, epochs=settings["epochs"], batch_size=settings["batch_size"], seed=settings["seed"], xp=xp)
@@ -360,6 +384,8 @@ def _train(args, xp):
     metrics.update(best_epoch=run.best_epoch, best_val_map=run.best_val, seconds=run.seconds,
                    epochs=run.epochs, seed=run.seed, data=data.name)
     write_json(os.path.join(out, METRICS), metrics)
+    if settings.get("plots"):
+        _write_figures(out, run.model, data, run.history, cfg, run.seed, xp)
     print(f"best epoch {run.best_epoch} (validation mAP {run.best_val:.4f}); {run.seconds:.1f}s of training")
     print(f"outputs: {out}/{METRICS}, {out}/{CONFIG}, {out}/{CHECKPOINT}")
     print(format_table(metrics, len(data.test)))

@@ -121,3 +121,27 @@ def test_checkpoint_of_another_shape_is_refused(tmp_path, capsys):
     assert main(["--eval-only", "--checkpoint", str(tmp_path / "run" / "checkpoint.npz"),
                  "--data", str(tmp_path / "other.npz")]) == 2
     assert "was trained with d_img=128, but" in capsys.readouterr().err
+
+
+def test_plots_flag_writes_figures(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    assert main(FAST + ["--out", str(tmp_path / "run"), "--plots"]) == 0
+    assert "figures: " in capsys.readouterr().out
+    for name in ("training_curves.png", "retrieval_curves.png", "common_space.png"):
+        data = (tmp_path / "run" / name).read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000, name
+    assert "relevant" in (tmp_path / "run" / "examples.txt").read_text().lower() or \
+        (tmp_path / "run" / "examples.txt").stat().st_size > 0
+    assert main(["--eval-only", "--checkpoint", str(tmp_path / "run" / "checkpoint.npz"), "--plots",
+                 "--out", str(tmp_path / "eval")]) == 0
+    assert (tmp_path / "eval" / "common_space.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_plots_without_matplotlib_fails_before_training(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
+    assert main(FAST + ["--out", str(tmp_path / "run"), "--plots"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'acmr_np[plot]'" in err
+    assert not (tmp_path / "run").exists()
