@@ -11,6 +11,12 @@ import tempfile
 import numpy
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path, write):
     """Call ``write(f)`` on a temporary binary file, then rename it to ``path``."""
     path = os.fspath(path)
@@ -21,6 +27,8 @@ def atomic_write(path, write):
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates the file private (0600); give it the permissions any new file gets
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         try:

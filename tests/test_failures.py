@@ -131,3 +131,12 @@ def test_signal_mid_epoch_then_resume_equals_uninterrupted(tmp_path, sig):
     a, b = (json.load(open(d / "metrics.json")) for d in (out, tmp_path / "full"))
     for key in ("map_img2txt", "map_txt2img", "map50_img2txt", "map50_txt2img", "best_epoch", "best_val_map"):
         assert a[key] == b[key], key  # bit for bit
+
+
+def test_atomic_write_gives_ordinary_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "m.json", {})
+    finally:
+        os.umask(old)
+    assert (os.stat(tmp_path / "m.json").st_mode & 0o777) == 0o644
