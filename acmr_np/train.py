@@ -47,6 +47,9 @@ class Run:
         self.model = ACMR(data.d_img, data.d_txt, data.n_classes, cfg, rng=self.rng, xp=xp)
         self.model.set_input_stats(data.train.img, data.train.txt)
         self.trainer = Trainer(self.model)
+        # the training set, standardised and moved to the device once for the whole run
+        img, txt = self.model.standardize(data.train.img, data.train.txt)
+        self.train_arrays = (img, txt, to_device(data.train.labels, xp))
         self.epoch, self.history, self.seconds = 0, [], 0.0
         self.best_epoch, self.best_val, self.best_params = 0, -1.0, None
 
@@ -56,13 +59,10 @@ class Run:
 
     def train_epoch(self):
         """One pass over the training set in a fresh random order. Returns the log row."""
-        m, xp, B = self.model, self.model.xp, self.batch_size
+        xp, B = self.model.xp, self.batch_size
         t0 = time.perf_counter()
         train = self.data.train
-        if not hasattr(self, "_train_dev"):  # standardise and move to the device once
-            img, txt = m.standardize(train.img, train.txt)
-            self._train_dev = (img, txt, to_device(train.labels, xp))
-        img, txt, labels = self._train_dev
+        img, txt, labels = self.train_arrays
         n, steps = len(train), self.steps_per_epoch
         total_steps = self.epochs * steps
 
@@ -75,25 +75,26 @@ class Run:
         # on the host, so the step itself never waits for the device).
         multi_class = [len(numpy.unique(train.labels[perm[s * B:(s + 1) * B]])) > 1 for s in range(steps)]
 
-        step_log = xp.zeros((steps, len(TERMS) + 2), dtype=numpy.float64)
+        # The loss terms stay on the device until the end of the epoch.
+        step_log = xp.zeros((steps, len(TERMS)), dtype=numpy.float64)
         for s in range(steps):
             idx = perm_dev[s * B:(s + 1) * B]
             b = min(B, n - s * B)
             terms, lam = self.trainer.train_step(
                 img[idx], txt[idx], labels[idx], noise[s, :, :b, :b] if multi_class[s] else None,
                 progress=self.trainer.step_count / total_steps)
-            step_log[s, :len(TERMS)] = xp.stack([terms[k] for k in TERMS])
-            step_log[s, len(TERMS):] = (lam, b)
+            step_log[s] = xp.stack([terms[k] for k in TERMS])
         step_log = to_host(step_log)  # the one device-to-host copy of the epoch
         self.epoch += 1
-        bad = ~numpy.isfinite(step_log[:, :len(TERMS)])
+        bad = ~numpy.isfinite(step_log)
         if bad.any():
             s, t = numpy.argwhere(bad)[0]
             raise FloatingPointError(f"{TERMS[t]} became {step_log[s, t]} at epoch {self.epoch}, "
                                      f"step {s + 1} of {steps}")
-        weights = step_log[:, -1] / n
-        row = {"epoch": self.epoch, **{k: float(weights @ step_log[:, i]) for i, k in enumerate(TERMS)},
-               "lam": float(step_log[-1, len(TERMS)])}
+        # epoch means weighted by batch size (the last batch may be smaller)
+        sizes = numpy.minimum(B, n - B * numpy.arange(steps))
+        row = {"epoch": self.epoch, **{k: float(sizes @ step_log[:, i] / n) for i, k in enumerate(TERMS)},
+               "lam": lam}
         row["val_map"] = self.validation_map()
         row["seconds"] = time.perf_counter() - t0
         self.seconds += row["seconds"]
