@@ -127,3 +127,64 @@ def test_training_changes_every_parameter_group_and_k_schedule():
     assert not np.array_equal(adv_before[0], adv_before[1])
     np.testing.assert_array_equal(adv_before[1], adv_before[2])
     np.testing.assert_array_equal(adv_before[2], adv_before[3])
+
+
+def _reference_terms(model, img, txt, labels, noise):
+    """Every loss term recomputed from the parameters with plain NumPy and loops over
+    anchors: an independent check of the VALUES the gradient checks differentiate."""
+    c, P = model.config, model.named("params")
+
+    def mlp(prefix, x, n_linear, last_tanh):
+        for i in range(n_linear):
+            x = x @ P[f"{prefix}.{2 * i}.W"] + P[f"{prefix}.{2 * i}.b"]
+            if last_tanh or i < n_linear - 1:
+                x = np.tanh(x)
+        return x
+
+    def mean_ce(logits, y):
+        logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        return -np.mean([logp[i, y[i]] for i in range(len(y))])
+
+    s_v = mlp("img_projector", img, 2, True)
+    s_t = mlp("txt_projector", txt, 2, True)
+    l_imd = mean_ce(mlp("label_classifier", s_v, 1, False), labels) \
+        + mean_ce(mlp("label_classifier", s_t, 1, False), labels)                      # Eq. 2
+    l_adv = mean_ce(mlp("modality_classifier", s_v, 2, False), np.zeros(B, int)) \
+        + mean_ce(mlp("modality_classifier", s_t, 2, False), np.ones(B, int))          # Eq. 1
+    l_reg = c.l2 * sum((P[k] ** 2).sum() for k in P if k.endswith(".W") and "projector" in k)  # Eq. 7
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True) if c.distance == "cosine" else x
+
+    def one_direction(anchor, other, noise):                                           # Eqs. 4-5
+        total = 0.0
+        for i in range(B):
+            same = [j for j in range(B) if labels[j] == labels[i]]
+            diff = [j for j in range(B) if labels[j] != labels[i]]
+            p = max(same, key=lambda j: noise[i, j])
+            q = max(diff, key=lambda j: noise[i, j])
+            d_p = ((anchor[i] - other[p]) ** 2).sum()
+            d_q = ((anchor[i] - other[q]) ** 2).sum()
+            if c.triplet == "hinge":
+                total += max(0.0, c.margin + d_p - d_q)
+            else:
+                total += d_p + c.push_weight * max(0.0, c.margin - d_q)
+        return total / B
+
+    u_v, u_t = unit(s_v), unit(s_t)
+    l_imi = one_direction(u_v, u_t, noise[0]) + one_direction(u_t, u_v, noise[1])
+    return {"L_imi": l_imi, "L_imd": l_imd, "L_reg": l_reg, "L_adv": l_adv}
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(triplet="hinge", distance="cosine", margin=1.5),
+    dict(triplet="hinge", distance="euclidean", margin=2.0),
+    dict(triplet="pull_push", distance="cosine", margin=2.0, push_weight=0.7),
+])
+def test_loss_values_against_an_independent_reference(overrides):
+    model, img, txt, labels, noise = _setup(l2=0.05, sampling="random", **overrides)
+    terms = model.loss_and_grads(img, txt, labels, noise, lam=0.3)
+    expected = _reference_terms(model, img, txt, labels, noise)
+    for k, v in expected.items():
+        assert float(terms[k]) == pytest.approx(v, rel=1e-10), k
+    assert expected["L_imi"] > 0 and expected["L_adv"] > 0
