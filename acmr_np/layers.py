@@ -4,6 +4,7 @@ Every layer has the same small interface:
 
     out = layer.forward(x)     # keeps what backward needs (the "cache")
     dx = layer.backward(dout)  # dout = dL/d(out); returns dL/dx and fills layer.grads
+                               # (a Linear with input_grad=False returns None: its input is data)
 
 ``layer.params`` and ``layer.grads`` are dicts with the same keys; layers without
 parameters have empty ones. ``backward`` overwrites ``grads`` (it never accumulates),
@@ -48,11 +49,16 @@ class Linear:
         self.params = {"W": to_device(W, xp, dtype), "b": xp.zeros(self.out_dim, dtype=dtype)}
         self.grads = {k: xp.zeros_like(v) for k, v in self.params.items()}
         self.x = None
+        # False where nothing below needs dL/dx (the first layer of a network whose input
+        # is data): backward then skips the (N, M) x (M, D) product and returns None.
+        self.input_grad = True
 
     def forward(self, x):
         _check_2d(x, self.in_dim, f"Linear({self.in_dim}, {self.out_dim})")
         self.x = x
-        return x @ self.params["W"] + self.params["b"]
+        y = x @ self.params["W"]
+        y += self.params["b"]  # in place: no second (N, M) array
+        return y
 
     def backward(self, dout):
         """dout (N, M) -> dx (N, D).
@@ -62,12 +68,13 @@ class Linear:
           dL/db_m  = sum_n dout_nm        ->  db = column sums   (M,)
           dL/dx_nd = sum_m dout_nm W_dm   ->  dx = dout W^T      (N, D)
         The products are written into the existing gradient arrays (out=...), so a
-        training step allocates no new parameter-sized arrays.
+        training step allocates no new parameter-sized arrays. With ``input_grad``
+        False, dx is not computed and None is returned.
         """
         xp = get_array_module(dout)
         xp.matmul(self.x.T, dout, out=self.grads["W"])
         xp.sum(dout, axis=0, out=self.grads["b"])
-        return dout @ self.params["W"].T
+        return dout @ self.params["W"].T if self.input_grad else None
 
 
 class Tanh:

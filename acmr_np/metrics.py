@@ -57,11 +57,42 @@ def _stable_argsort_desc(sim, xp):
     Sorting -sim ascending with a stable sort keeps equal values in index order;
     reversing an ascending sort instead would put ties in *descending* index order.
     NumPy's default sort is not stable, so we ask for it; CuPy's argsort is always
-    stable (and older CuPy versions reject the ``kind`` argument).
+    stable (and older CuPy versions reject the ``kind`` argument). For float32 on NumPy,
+    a faster route gives the same order: see _argsort_desc_float32.
     """
     if xp is numpy:
+        if sim.dtype == numpy.float32 and sim.shape[1] <= 2 ** 32:
+            return _argsort_desc_float32(sim)
         return numpy.argsort(-sim, axis=1, kind="stable")
     return xp.argsort(-sim, axis=1)
+
+
+def _argsort_desc_float32(sim):
+    """The stable descending order of each row of a float32 sim (c, ng), by sorting
+    integers: NumPy's plain sort of 64-bit integers is several times faster than its
+    stable argsort (it uses SIMD sorting networks where the CPU has them).
+
+    Each entry becomes one 64-bit key: the high 32 bits are the similarity, as an
+    integer that grows as the similarity falls, the low 32 bits its gallery index.
+    (IEEE float bits, read as a signed integer, order non-negative floats like their
+    values and negative ones in reverse; XOR-ing the low 31 bits of the non-negative
+    ones turns that into one descending order, with every non-negative key below
+    every negative one.) The keys are distinct, so their order is unique: by
+    similarity, highest first, equal similarities by index, ascending, exactly as the
+    stable sort. Adding 0.0 first turns -0.0 into 0.0: equal values, equal keys.
+    Temporaries are updated in place: at this size (c x ng) memory is the cost.
+    """
+    bits = (sim + numpy.float32(0.0)).view(numpy.int32)
+    flip = ~bits
+    flip >>= 31                        # -1 (all ones) where sim >= 0, else 0
+    flip &= 0x7FFFFFFF
+    flip ^= bits                       # the descending key, as a 32-bit pattern
+    key = flip.view(numpy.uint32).astype(numpy.uint64)
+    key <<= numpy.uint64(32)
+    key |= numpy.arange(sim.shape[1], dtype=numpy.uint64)
+    key.sort(axis=1)
+    key &= numpy.uint64(0xFFFFFFFF)    # keep the indices (< 2**32, so int64 reads them)
+    return key.view(numpy.int64)
 
 
 def _check_positive_int(value, name):
@@ -150,16 +181,19 @@ def average_precisions(query_emb, query_labels, gallery_emb, gallery_labels,
     if k is not None:
         _check_positive_int(k, "k")
     top = ng if k is None else min(int(k), ng)
-    ranks = xp.arange(1, top + 1, dtype=xp.float64)        # (top,) rank r = 1..top
     ap = xp.empty(q.shape[0], dtype=xp.float64)             # (nq,)
     for rows in _chunks(q.shape[0], chunk_size):
         rel = _ranked_relevance(q[rows], q_labels[rows], g_unit, g_labels, top, xp)
-        hits = xp.cumsum(rel, axis=1, dtype=xp.float64)     # (c, top) relevant in top r
-        # precision@r counts only at ranks holding a relevant item
-        summed = (hits / ranks * rel).sum(axis=1)           # (c,)
-        n_relevant = hits[:, -1]                             # (c,) R, or relevant in top k
+        # Only the ranks that hold a relevant item count, so work on those alone:
+        # (row, col) of every relevant item, row by row and best rank first.
+        row, col = xp.nonzero(rel)
+        n_relevant = rel.sum(axis=1)                         # (c,) R, or relevant in top k
+        first = xp.cumsum(n_relevant) - n_relevant           # where each row's items start
+        hits = xp.arange(1, row.size + 1) - first[row]       # relevant items in the top col + 1
+        precision = hits / (col + 1.0)                       # precision@r at r = col + 1 (float64)
+        summed = xp.bincount(row, weights=precision, minlength=rel.shape[0])  # (c,)
         # R = 0 means summed = 0 too; max(R, 1) turns 0/0 into the documented AP = 0
-        ap[rows] = summed / xp.maximum(n_relevant, 1.0)
+        ap[rows] = summed / xp.maximum(n_relevant, 1)
     return to_host(ap)
 
 

@@ -102,14 +102,17 @@ class MLP:
 
     dims = [d_in, h_1, ..., d_out]; forward: (N, d_in) -> (N, d_out).
     Parameters are named "<layer index>.W" / "<layer index>.b".
+    input_grad=False: the input is data, so backward skips dL/dx (the first layer's
+    largest product) and returns None.
     """
 
-    def __init__(self, dims, *, rng, xp, dtype, last_tanh=True):
+    def __init__(self, dims, *, rng, xp, dtype, last_tanh=True, input_grad=True):
         self.layers = []
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
             self.layers.append(Linear(a, b, rng=rng, xp=xp, dtype=dtype))
             if last_tanh or i < len(dims) - 2:
                 self.layers.append(Tanh())
+        self.layers[0].input_grad = bool(input_grad)
 
     def forward(self, x):
         for layer in self.layers:
@@ -142,8 +145,9 @@ class ACMR:
         self.config, self.xp, self.dtype = config, xp, numpy.dtype(dtype)
         self.d_img, self.d_txt, self.n_classes = int(d_img), int(d_txt), int(n_classes)
         c = config
-        self.img_projector = MLP([d_img, *c.img_hidden, c.dim], rng=rng, xp=xp, dtype=dtype)
-        self.txt_projector = MLP([d_txt, *c.txt_hidden, c.dim], rng=rng, xp=xp, dtype=dtype)
+        # The projectors' inputs are features, not outputs of other layers: no dL/dx.
+        self.img_projector = MLP([d_img, *c.img_hidden, c.dim], rng=rng, xp=xp, dtype=dtype, input_grad=False)
+        self.txt_projector = MLP([d_txt, *c.txt_hidden, c.dim], rng=rng, xp=xp, dtype=dtype, input_grad=False)
         self.label_classifier = MLP([c.dim, n_classes], rng=rng, xp=xp, dtype=dtype, last_tanh=False)
         self.img_normalize, self.txt_normalize = L2Normalize(), L2Normalize()
         self.grl = GradientReversal(c.lam)
@@ -256,11 +260,14 @@ class ACMR:
         mod_logits = self.modality_classifier.forward(self.grl.forward(s))
         l_adv, d_mod_logits = losses.softmax_cross_entropy(mod_logits, modality)
         l_adv, d_mod_logits = 2 * l_adv, 2 * d_mod_logits
-        adv_acc = (xp.argmax(mod_logits, axis=1) == modality).mean()
+        adv_acc = (xp.argmax(mod_logits, axis=1) == modality).mean(dtype=s.dtype)  # not float64
 
-        # 5. L_reg (Eq. 7) on the projectors' weight matrices.
+        # 5. L_reg (Eq. 7) on the projectors' weight matrices: losses.l2_penalty's
+        #    l2 * sum ||W||_F^2, with each squared norm as a dot product (no W-sized
+        #    temporary); its gradient 2 l2 W is added to each weight's gradient below.
         proj_linears = self.img_projector.linears() + self.txt_projector.linears()
-        l_reg, d_weights = losses.l2_penalty([layer.params["W"] for layer in proj_linears], c.l2)
+        weights = [layer.params["W"] for layer in proj_linears]
+        l_reg = c.l2 * sum(xp.dot(w.ravel(), w.ravel()) for w in weights)
 
         # ---- backward: every layer by hand, from the losses down to the inputs ----
         # dL_emb/ds from the label classifier (weighted by beta), and from the modality
@@ -270,8 +277,8 @@ class ACMR:
         d_s += c.alpha * d_s_imi
         self.img_projector.backward(d_s[:B])
         self.txt_projector.backward(d_s[B:])
-        for layer, dW in zip(proj_linears, d_weights):
-            layer.grads["W"] += dW  # L_reg's share of each projector weight's gradient
+        for layer in proj_linears:
+            layer.grads["W"] += (2.0 * c.l2) * layer.params["W"]  # L_reg's share of the gradient
         return {"L_imi": l_imi, "L_imd": l_imd, "L_reg": l_reg, "L_adv": l_adv, "adv_acc": adv_acc}
 
 

@@ -13,7 +13,28 @@ so that a resumed run continues bit for bit.
 """
 import math
 
+import numpy
+
 from .backend import get_array_module, to_device, to_host
+
+
+# Elements per block of an elementwise update on the CPU: the five blocks of one
+# parameter (p, g, m, v, scratch) take 5 x 256 KiB and stay in a core's L2 cache while
+# the update makes its dozen passes over them, instead of streaming every pass from
+# main memory (19.7 -> 14.3 ms a step for the 11.2 M parameters of the deep setting on a
+# 2-core Zen 5; docs/PERFORMANCE.md). The result is the same, bit for bit.
+_BLOCK = 1 << 16
+
+
+def _blocks(arrays):
+    """Matching flat blocks of same-shaped C-contiguous NumPy arrays (views: updating a
+    block updates the array). Other arrays (CuPy: one kernel per pass is what a GPU
+    wants) and small ones come back whole."""
+    if get_array_module(arrays[0]) is not numpy or arrays[0].size <= _BLOCK \
+            or not all(a.flags.c_contiguous for a in arrays):
+        return [arrays]
+    flat = [a.reshape(-1) for a in arrays]
+    return [tuple(a[i:i + _BLOCK] for a in flat) for i in range(0, flat[0].size, _BLOCK)]
 
 
 class _Optimizer:
@@ -101,21 +122,22 @@ class Adam(_Optimizer):
         corr2 = math.sqrt(1.0 - b2 ** self.t)
         lr_t = self.lr * corr2 / (1.0 - b1 ** self.t)
         eps_t = self.eps * corr2
-        for k, p in self.params.items():
-            g, m, v, s = grads[k], self.state["m"][k], self.state["v"][k], self.state["scratch"][k]
-            xp = get_array_module(p)
-            # m <- b1 m + (1 - b1) g
-            xp.multiply(g, 1.0 - b1, out=s)
-            m *= b1
-            m += s
-            # v <- b2 v + (1 - b2) g^2
-            xp.multiply(g, g, out=s)
-            s *= 1.0 - b2
-            v *= b2
-            v += s
-            # p <- p - lr_t m / (sqrt(v) + eps_t)
-            xp.sqrt(v, out=s)
-            s += eps_t
-            xp.divide(m, s, out=s)
-            s *= lr_t
-            p -= s
+        for k, param in self.params.items():
+            arrays = (param, grads[k], self.state["m"][k], self.state["v"][k], self.state["scratch"][k])
+            for p, g, m, v, s in _blocks(arrays):  # views of the arrays, updated in place
+                xp = get_array_module(p)
+                # m <- b1 m + (1 - b1) g
+                xp.multiply(g, 1.0 - b1, out=s)
+                m *= b1
+                m += s
+                # v <- b2 v + (1 - b2) g^2
+                xp.multiply(g, g, out=s)
+                s *= 1.0 - b2
+                v *= b2
+                v += s
+                # p <- p - lr_t m / (sqrt(v) + eps_t)
+                xp.sqrt(v, out=s)
+                s += eps_t
+                xp.divide(m, s, out=s)
+                s *= lr_t
+                p -= s
