@@ -140,3 +140,20 @@ def test_atomic_write_gives_ordinary_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (os.stat(tmp_path / "m.json").st_mode & 0o777) == 0o644
+
+
+def test_resume_refuses_a_checkpoint_of_another_shape_or_data(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(FAST + ["--out", str(out), "--epochs", "1"]) == 0
+    cfg = json.load(open(out / "config.json"))
+    cfg["model"]["dim"] = 8  # the checkpoint holds a 16-d common space
+    write_json(out / "config.json", cfg)
+    capsys.readouterr()
+    assert main(["--resume", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "checkpoint does not fit this model" in err and "the model expects (32, 8)" in err
+    cfg["model"]["dim"], cfg["seed"] = 16, 7  # another seed carves another validation split
+    write_json(out / "config.json", cfg)
+    assert main(["--resume", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "is not the data this run was trained on (differs in: sha256)" in err
