@@ -350,7 +350,7 @@ def _train(args, xp):
         differs = sorted(k for k in set(meta["data"]) | set(data.fingerprint())
                          if meta["data"].get(k) != data.fingerprint().get(k))
         if differs:
-            raise InputError(f"--resume {args.resume}: the data at {settings['data'] or 'synthetic'} is not the "
+            raise InputError(f"--resume {args.resume}: the data ({data.name}) is not the "
                              f"data this run was trained on (differs in: {', '.join(differs)})")
         run.restore(ckpt)
         print(f"resuming {out} after epoch {run.epoch}")

@@ -156,4 +156,4 @@ def test_resume_refuses_a_checkpoint_of_another_shape_or_data(tmp_path, capsys):
     write_json(out / "config.json", cfg)
     assert main(["--resume", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "is not the data this run was trained on (differs in: sha256)" in err
+    assert "the data (synthetic(seed=7)) is not the data this run was trained on (differs in: name, sha256)" in err
