@@ -3,7 +3,7 @@
     python -m acmr_np.ablations --data wiki_data.mat --seeds 0 1 2 3 4
 
 Each variant switches terms off in the training objective (Eq. 8 and the GRL) and
-keeps everything else at the defaults, or at the settings given on the command line:
+keeps every other setting at the defaults of python -m acmr_np.train:
 
     full ACMR           alpha L_imi + beta L_imd + L_reg, adversary through the GRL
     without L_adv       lambda = 0: the modality classifier still trains, but nothing
@@ -16,7 +16,6 @@ It prints img->txt / txt->img / average mAP@all on the test split, mean ± stand
 deviation over the seeds (the best epoch on validation, as in python -m acmr_np.train),
 and with --out writes every run's numbers to ablations.json.
 """
-import argparse
 import dataclasses
 import sys
 
@@ -24,6 +23,7 @@ import numpy
 
 from . import data as data_module
 from .backend import BACKENDS, get_backend
+from .cli import ArgumentParser, output_file, run_main
 from .errors import InputError
 from .files import write_json
 from .model import ACMRConfig
@@ -37,6 +37,7 @@ ABLATIONS = {
     "L_imd only": {"alpha": 0.0, "lam": 0.0},
 }
 DIRECTIONS = ("map_img2txt", "map_txt2img", "map_avg")
+PROG, OUTPUT = "python -m acmr_np.ablations", "ablations.json"
 
 
 def run_ablations(data_path, seeds, *, base=None, epochs=DEFAULT_EPOCHS, batch_size=DEFAULT_BATCH,
@@ -76,14 +77,8 @@ def format_summary(summary, n_seeds):
     return "\n".join(lines)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise InputError(message)
-
-
-def main(argv=None):
-    prog = "python -m acmr_np.ablations"
-    p = _Parser(prog=prog, description=__doc__.split("\n")[0])
+def _main(argv):
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--data", default=None, help="data set (default: synthetic)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
@@ -92,26 +87,24 @@ def main(argv=None):
     p.add_argument("--variants", nargs="+", default=list(ABLATIONS), choices=list(ABLATIONS), metavar="NAME",
                    help=f"a subset of: {', '.join(repr(v) for v in ABLATIONS)}")
     p.add_argument("--out", default=None, help="write ablations.json into this folder")
-    try:
-        args = p.parse_args(argv)
-        if args.epochs <= 0 or args.batch_size <= 0:
-            raise InputError("--epochs and --batch-size must be positive")
-        xp = get_backend(args.backend)
-        results = run_ablations(args.data, args.seeds, epochs=args.epochs, batch_size=args.batch_size, xp=xp,
-                                variants=args.variants, log=lambda line: print(line, flush=True))
-    except InputError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
+    args = p.parse_args(argv)
+    if args.epochs <= 0 or args.batch_size <= 0:
+        raise InputError("--epochs and --batch-size must be positive")
+    xp = get_backend(args.backend)
+    path = output_file(args.out, OUTPUT) if args.out else None  # checked before any training
+    results = run_ablations(args.data, args.seeds, epochs=args.epochs, batch_size=args.batch_size, xp=xp,
+                            variants=args.variants, log=lambda line: print(line, flush=True))
     summary = summarize(results)
-    if args.out:
-        import os
-        os.makedirs(args.out, exist_ok=True)
-        path = os.path.join(args.out, "ablations.json")
+    if path:
         write_json(path, {"data": args.data, "seeds": args.seeds, "epochs": args.epochs, "runs": results,
                           "summary": {k: {d: list(v) for d, v in row.items()} for k, row in summary.items()}})
         print(f"written: {path}")
     print(format_summary(summary, len(args.seeds)))
     return 0
+
+
+def main(argv=None):
+    return run_main(PROG, _main, argv)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,11 @@ split is used once, for the table. Both methods are scored by
 See acmr_np/cca.py for the methods themselves.
 """
 import argparse
-import os
 import sys
 
 from . import data as data_module
 from .cca import DEFAULT_REG, NO_TRAINING_DIM, NoTraining, fit_select
+from .cli import ArgumentParser, output_file, run_main
 from .errors import InputError
 from .files import write_json
 from .metrics import evaluate_retrieval
@@ -66,13 +66,8 @@ def format_table(results, data):
     return "\n".join(lines)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage dump
-        raise InputError(message)
-
-
 def build_parser():
-    p = _Parser(prog=PROG, description=__doc__.split("\n")[0],
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default=None,
                    help="a .npz, a Wikipedia .mat, or a DSCMR folder; default: the synthetic data")
@@ -88,29 +83,25 @@ def build_parser():
     return p
 
 
+def _main(argv):
+    args = build_parser().parse_args(argv)
+    if not args.reg >= 0:  # also catches NaN
+        raise InputError(f"--reg must be non-negative, got {args.reg}")
+    if args.dim < 1:
+        raise InputError(f"--dim must be positive, got {args.dim}")
+    path = output_file(args.out, OUTPUT) if args.out is not None else None
+    data = data_module.load_dataset(args.data, seed=args.seed, val_fraction=args.val_fraction)
+    results, _ = run_baselines(data, reg=args.reg, seed=args.seed, dim=args.dim)
+    print(format_table(results, data))
+    if path:
+        write_json(path, {**results, "data": data.name, "seed": args.seed, "val_fraction": args.val_fraction,
+                          "sizes": {s: len(getattr(data, s)) for s in ("train", "val", "test")}})
+        print(f"written: {path}")
+    return 0
+
+
 def main(argv=None):
-    try:
-        args = build_parser().parse_args(argv)
-        if not args.reg >= 0:  # also catches NaN
-            raise InputError(f"--reg must be non-negative, got {args.reg}")
-        if args.dim < 1:
-            raise InputError(f"--dim must be positive, got {args.dim}")
-        if args.out is not None and os.path.exists(args.out) and not os.path.isdir(args.out):
-            raise InputError(f"--out {args.out} exists and is not a folder")
-        data = data_module.load_dataset(args.data, seed=args.seed, val_fraction=args.val_fraction)
-        results, _ = run_baselines(data, reg=args.reg, seed=args.seed, dim=args.dim)
-        print(format_table(results, data))
-        if args.out is not None:
-            os.makedirs(args.out, exist_ok=True)
-            path = os.path.join(args.out, OUTPUT)
-            write_json(path, {**results, "data": data.name, "seed": args.seed,
-                              "val_fraction": args.val_fraction,
-                              "sizes": {s: len(getattr(data, s)) for s in ("train", "val", "test")}})
-            print(f"written: {path}")
-        return 0
-    except InputError as exc:
-        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+    return run_main(PROG, _main, argv)
 
 
 if __name__ == "__main__":

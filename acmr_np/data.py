@@ -342,7 +342,7 @@ def stratified_split(labels, fraction, rng):
     if not 0 < fraction < 1:
         raise _fail(f"val_fraction must be strictly between 0 and 1, got {fraction}")
     if labels.ndim != 1 or labels.dtype.kind not in "iu" or (len(labels) and labels.min() < 0):
-        raise _fail(f"stratified_split: labels must be a 1-D array of non-negative integers")
+        raise _fail("stratified_split: labels must be a 1-D array of non-negative integers")
     n = len(labels)
     perm = rng.permutation(n)
     order = perm[np.argsort(labels[perm], kind="stable")]  # grouped by class, shuffled within each

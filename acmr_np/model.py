@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 import numpy
 
 from . import losses, triplets
-from .backend import get_array_module, to_device, to_host
+from .backend import to_device, to_host
 from .errors import InputError
 from .layers import GradientReversal, L2Normalize, Linear, Tanh
 from .optim import Adam

@@ -23,6 +23,7 @@ import numpy
 
 from . import data as data_module
 from .backend import BACKENDS, get_backend, to_device, to_host
+from .cli import ArgumentParser, fresh_folder, run_main
 from .errors import InputError
 from .files import save_npz, write_json
 from .metrics import evaluate_retrieval, mean_average_precision
@@ -38,11 +39,12 @@ CHECKPOINT, METRICS, CONFIG = "checkpoint.npz", "metrics.json", "config.json"
 class Run:
     """Everything one training run carries from epoch to epoch, and its checkpoint."""
 
-    def __init__(self, data, cfg, *, epochs, batch_size, seed, xp):
+    def __init__(self, data, cfg, *, epochs, batch_size, seed, xp, source=None):
         if batch_size > len(data.train):
             raise InputError(f"--batch-size {batch_size} is larger than the training set "
                              f"({len(data.train)} pairs)")
         self.data, self.cfg, self.epochs, self.batch_size, self.seed = data, cfg, epochs, batch_size, seed
+        self.source = source or {}  # where the data came from: {"data": path or None, "val_fraction"}
         self.rng = numpy.random.default_rng(seed)
         self.model = ACMR(data.d_img, data.d_txt, data.n_classes, cfg, rng=self.rng, xp=xp)
         self.model.set_input_stats(data.train.img, data.train.txt)
@@ -131,7 +133,7 @@ class Run:
         return {"epoch": self.epoch, "epochs": self.epochs, "batch_size": self.batch_size, "seed": self.seed,
                 "history": self.history, "seconds": self.seconds, "best_epoch": self.best_epoch,
                 "best_val": self.best_val, "rng": self.rng.bit_generator.state,
-                "model": self.cfg.to_dict(), "data": self.data.fingerprint()}
+                "model": self.cfg.to_dict(), "data": self.data.fingerprint(), "source": self.source}
 
     def state_arrays(self):
         """Host arrays: the best parameters (what --eval-only uses), the last epoch's
@@ -199,11 +201,6 @@ def format_epoch(row, epochs):
 
 # ---- the command line -----------------------------------------------------------------
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage dump
-        raise InputError(message)
-
-
 def _widths(text):
     try:
         widths = tuple(int(w) for w in text.split(",") if w.strip())
@@ -216,16 +213,20 @@ def _widths(text):
 
 def build_parser():
     d = ACMRConfig()
-    p = _Parser(prog="python -m acmr_np.train", description=__doc__.split("\n")[0],
+    p = ArgumentParser(prog="python -m acmr_np.train", description=__doc__.split("\n")[0],
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default=None, help="a .npz, a Wikipedia .mat, or a DSCMR folder; default: synthetic")
+    p.add_argument("--data", default=None, help="a .npz, a Wikipedia .mat, or a DSCMR folder (default: the "
+                   "synthetic set; with --eval-only, the checkpoint's data)")
     p.add_argument("--backend", default="numpy", choices=BACKENDS)
     p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (both players)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-fraction", type=float, default=0.1,
-                   help="part of train held out for validation when the data has no validation split")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seeds everything: initial weights, batches, triplets, the validation split, the "
+                        "synthetic data (default 0; with --eval-only, the checkpoint's)")
+    p.add_argument("--val-fraction", type=float, default=None,
+                   help="part of train held out for validation when the data has no validation split "
+                        "(default 0.1; with --eval-only, the checkpoint's)")
     p.add_argument("--out", default=None, help="output folder (must not exist yet); default: a new one in runs/")
     g = p.add_argument_group("model")
     g.add_argument("--img-hidden", type=_widths, default=d.img_hidden, help="image projector hidden widths")
@@ -260,9 +261,9 @@ def _check_settings(args):
     for name in ("epochs", "batch_size"):
         if getattr(args, name) <= 0:
             raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if not args.lr > 0:
-        raise InputError(f"--lr must be positive, got {args.lr}")
-    if not 0 < args.val_fraction < 1:
+    if not (args.lr > 0 and math.isfinite(args.lr)):
+        raise InputError(f"--lr must be a positive number, got {args.lr}")
+    if args.val_fraction is not None and not 0 < args.val_fraction < 1:
         raise InputError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
 
 
@@ -274,18 +275,14 @@ def model_config(args):
 
 
 def _fresh_out(out):
-    """Create the output folder; an existing non-empty one is never overwritten."""
+    """Create the output folder (default: a new one under runs/); never overwrite one."""
     if out is None:
         base = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
         out, i = base, 1
         while os.path.exists(out):
             i += 1
             out = f"{base}-{i}"
-    elif os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-        raise InputError(f"--out {out} already exists and is not an empty folder; choose another, "
-                         f"or continue it with --resume {out}")
-    os.makedirs(out, exist_ok=True)
-    return out
+    return fresh_folder(out, hint=f", or continue it with --resume {out}")
 
 
 def _require_matplotlib():
@@ -308,16 +305,24 @@ def _evaluate_only(args, xp):
     if args.plots:
         _require_matplotlib()
     ckpt, meta = read_checkpoint(args.checkpoint)
-    data = data_module.load_dataset(args.data, seed=args.seed, val_fraction=args.val_fraction)
+    # By default, the data the checkpoint was trained on, split with the same seed
+    # (the synthetic set and the carved validation split both depend on it).
+    source = meta.get("source", {})
+    path = args.data if args.data is not None else source.get("data")
+    seed = args.seed if args.seed is not None else meta["seed"]
+    val_fraction = args.val_fraction if args.val_fraction is not None else source.get("val_fraction", 0.1)
+    data = data_module.load_dataset(path, seed=seed, val_fraction=val_fraction)
     want = meta["data"]
     for key, have in (("d_img", data.d_img), ("d_txt", data.d_txt), ("n_classes", data.n_classes)):
         if want[key] != have:
             raise InputError(f"checkpoint {args.checkpoint} was trained with {key}={want[key]}, "
                              f"but {data.name} has {key}={have}")
+    if data.fingerprint() != want:
+        print(f"note: {data.name} is not the data set the checkpoint was trained on ({want['name']})")
+    out = _fresh_out(args.out) if args.out else None
     model = model_from_checkpoint(ckpt, meta, xp)
     metrics = evaluate_split(model, data.test)
-    if args.out:
-        out = _fresh_out(args.out)
+    if out:
         write_json(os.path.join(out, METRICS), {**metrics, "checkpoint": os.path.abspath(args.checkpoint),
                                                 "data": data.name})
         print(f"metrics written to {out}/{METRICS}")
@@ -326,13 +331,30 @@ def _evaluate_only(args, xp):
     print(format_table(metrics, len(data.test), title=f"test on {data.name}"))
 
 
-def _train(args, xp):
-    if args.resume:
-        cfg_path = os.path.join(args.resume, CONFIG)
-        if not os.path.isfile(cfg_path):
-            raise InputError(f"--resume {args.resume}: no {CONFIG} there; is it a run folder?")
+def _resume_settings(args):
+    """The saved settings of the run in --resume DIR; no other setting may be given."""
+    defaults = build_parser().parse_args([])
+    given = sorted(f"--{k.replace('_', '-')}" for k, v in vars(args).items()
+                   if k not in ("resume", "backend") and v != getattr(defaults, k))
+    if given:
+        raise InputError(f"--resume takes its settings from {os.path.join(args.resume, CONFIG)}; "
+                         f"remove {', '.join(given)} (only --backend may change)")
+    cfg_path = os.path.join(args.resume, CONFIG)
+    if not os.path.isfile(cfg_path):
+        raise InputError(f"--resume {args.resume}: no {CONFIG} there; is it a run folder?")
+    try:
         with open(cfg_path) as f:
             settings = json.load(f)
+        ACMRConfig(**settings["model"])
+        [settings[k] for k in ("data", "epochs", "batch_size", "seed", "val_fraction")]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{cfg_path}: not a readable run configuration ({type(exc).__name__}: {exc})") from None
+    return settings
+
+
+def _train(args, xp):
+    if args.resume:
+        settings = _resume_settings(args)
         ckpt, meta = read_checkpoint(os.path.join(args.resume, CHECKPOINT))
         out = args.resume
     else:
@@ -340,12 +362,14 @@ def _train(args, xp):
         if args.plots:
             _require_matplotlib()
         settings = {"data": os.path.abspath(args.data) if args.data else None, "backend": args.backend,
-                    "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
-                    "val_fraction": args.val_fraction, "plots": args.plots,
-                    "model": model_config(args).to_dict()}
+                    "epochs": args.epochs, "batch_size": args.batch_size,
+                    "seed": 0 if args.seed is None else args.seed,
+                    "val_fraction": 0.1 if args.val_fraction is None else args.val_fraction,
+                    "plots": args.plots, "model": model_config(args).to_dict()}
     cfg = ACMRConfig(**settings["model"])
     data = data_module.load_dataset(settings["data"], seed=settings["seed"], val_fraction=settings["val_fraction"])
-    run = Run(data, cfg, epochs=settings["epochs"], batch_size=settings["batch_size"], seed=settings["seed"], xp=xp)
+    run = Run(data, cfg, epochs=settings["epochs"], batch_size=settings["batch_size"], seed=settings["seed"], xp=xp,
+              source={"data": settings["data"], "val_fraction": settings["val_fraction"]})
     if args.resume:
         differs = sorted(k for k in set(meta["data"]) | set(data.fingerprint())
                          if meta["data"].get(k) != data.fingerprint().get(k))
@@ -358,7 +382,7 @@ def _train(args, xp):
         out = _fresh_out(args.out)
         write_json(os.path.join(out, CONFIG), {**settings, "out": os.path.abspath(out)})
     print(f"data: {data.name}: train {len(data.train)}, val {len(data.val)}, test {len(data.test)} pairs, "
-          f"{data.n_classes} classes, image {data.d_img}-d, text {data.d_txt}-d; backend {settings['backend']}")
+          f"{data.n_classes} classes, image {data.d_img}-d, text {data.d_txt}-d; backend {args.backend}")
 
     saved = run.epoch  # the epoch whose checkpoint is complete on disk
     try:
@@ -397,20 +421,19 @@ def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _main(argv):
+    args = build_parser().parse_args(argv)
+    xp = get_backend(args.backend)
+    # SIGTERM (a scheduler, `kill`) is treated like Ctrl-C: finish cleanly.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    if args.eval_only:
+        _evaluate_only(args, xp)
+        return 0
+    return _train(args, xp)
+
+
 def main(argv=None):
-    prog = "python -m acmr_np.train"
-    try:
-        args = build_parser().parse_args(argv)
-        xp = get_backend(args.backend)
-        # SIGTERM (a scheduler, `kill`) is treated like Ctrl-C: finish cleanly.
-        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-        if args.eval_only:
-            _evaluate_only(args, xp)
-            return 0
-        return _train(args, xp)
-    except InputError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
+    return run_main("python -m acmr_np.train", _main, argv)
 
 
 if __name__ == "__main__":

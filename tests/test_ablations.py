@@ -94,3 +94,15 @@ def test_command_line_runs_every_variant(tmp_path, capsys):
 def test_command_line_errors(capsys):
     assert main(["--variants", "no such"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_out_is_checked_before_training_and_never_overwritten(tmp_path, capsys):
+    (tmp_path / "ablations.json").write_text("{}")
+    assert main(["--seeds", "0", "--epochs", "1", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ablations.json already exists" in err
+    assert (tmp_path / "ablations.json").read_text() == "{}"
+    (tmp_path / "file").write_text("x")
+    assert main(["--seeds", "0", "--epochs", "1", "--out", str(tmp_path / "file" / "sub")]) == 2
+    out, err = capsys.readouterr()
+    assert "cannot create the output folder" in err and "seed 0" not in out  # no training was done

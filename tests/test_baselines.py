@@ -140,3 +140,8 @@ def test_cli_prints_the_table_and_writes_json(capsys, tmp_path):
     saved = json.loads((tmp_path / "out" / "baselines.json").read_text())
     assert set(saved["cca"]) >= {"map_img2txt", "map_txt2img", "map_avg", "n_components", "val_map"}
     assert saved["sizes"] == {"train": 300 - len(data.val), "val": len(data.val), "test": 120}
+    # a second run into the same folder is refused, and the first result stays
+    before = (tmp_path / "out" / "baselines.json").read_text()
+    assert baselines.main(["--data", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert "baselines.json already exists" in capsys.readouterr().err
+    assert (tmp_path / "out" / "baselines.json").read_text() == before
