@@ -50,7 +50,7 @@ import scipy.linalg
 
 from .backend import to_host
 from .errors import InputError
-from .metrics import mean_average_precision
+from .metrics import paired_map
 
 DEFAULT_REG = 1e-3       # ridge, relative to each covariance's mean variance
 NO_TRAINING_DIM = 64     # common size of the random projections
@@ -167,12 +167,6 @@ def candidate_components(k_max):
     return sorted(ks)
 
 
-def split_map(img_emb, txt_emb, labels):
-    """The average of img->txt and txt->img mAP@all on one paired split."""
-    return 0.5 * (mean_average_precision(img_emb, labels, txt_emb, labels)
-                  + mean_average_precision(txt_emb, labels, img_emb, labels))
-
-
 def fit_select(train, val, reg=DEFAULT_REG, candidates=None):
     """CCA fitted on ``train``, its number of components chosen on ``val``.
 
@@ -185,7 +179,7 @@ def fit_select(train, val, reg=DEFAULT_REG, candidates=None):
     ks = candidate_components(model.max_components) if candidates is None else sorted(set(candidates))
     if not ks or not all(1 <= int(k) <= model.max_components for k in ks):
         raise InputError(f"candidate component counts must lie in 1..{model.max_components}, got {ks}")
-    scores = {int(k): split_map(*model.embed(val.img, val.txt, int(k)), val.labels) for k in ks}
+    scores = {int(k): paired_map(*model.embed(val.img, val.txt, int(k)), val.labels) for k in ks}
     best = max(scores, key=lambda k: (scores[k], -k))  # best score, then the smallest K
     model.n_components, model.val_scores = best, scores
     return model

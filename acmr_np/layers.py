@@ -71,6 +71,9 @@ class Linear:
         training step allocates no new parameter-sized arrays. With ``input_grad``
         False, dx is not computed and None is returned.
         """
+        if dout.shape != (self.x.shape[0], self.out_dim):
+            raise ValueError(f"Linear({self.in_dim}, {self.out_dim}).backward: expected dout of shape "
+                             f"{(self.x.shape[0], self.out_dim)}, got {tuple(dout.shape)}")
         xp = get_array_module(dout)
         xp.matmul(self.x.T, dout, out=self.grads["W"])
         xp.sum(dout, axis=0, out=self.grads["b"])
@@ -178,9 +181,9 @@ class GradientReversal:
 
     Placed between the projectors and the modality classifier, it makes one ordinary
     backward pass serve both players of the minimax game (ACMR Eqs. 9-10): the
-    modality classifier below it descends on L_adv, while every layer above it (the
-    projectors) receives -lam * dL_adv, i.e. it ascends on L_adv and learns to fool
-    the classifier. This is not a derivative of any function of the forward pass,
+    modality classifier, after the GRL in the forward pass, descends on L_adv, while
+    every layer before it (the projectors) receives -lam * dL_adv, i.e. it ascends on
+    L_adv and learns to fool the classifier. This is not a derivative of any function of the forward pass,
     which is why it is tested exactly, not numerically.
     ``lam`` is a plain attribute so a schedule can change it between steps.
     """

@@ -10,27 +10,22 @@ Equation numbers refer to Wang et al., "Adversarial Cross-Modal Retrieval", ACM 
 from .backend import get_array_module
 
 
-def _check_labels(labels, n, n_classes, who):
-    """Integer class ids of shape (n,) in [0, n_classes); anything else is rejected."""
+def _check_labels(labels, n, n_classes, who, check_values=True):
+    """Integer class ids of shape (n,) in [0, n_classes); anything else is rejected.
+    The range check reads the labels' min and max, which on CuPy waits for the device:
+    check_values=False skips it where the labels are known to be good."""
     xp = get_array_module(labels)
     if labels.ndim != 1 or labels.shape[0] != n:
         raise ValueError(f"{who}: expected labels of shape ({n},), got {tuple(labels.shape)}")
     if labels.dtype.kind not in "iu":
         raise ValueError(f"{who}: labels must be integer class ids, got dtype {labels.dtype}")
-    if n and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
+    if check_values and n and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
         raise ValueError(f"{who}: labels must lie in 0..{n_classes - 1}, got values from "
                          f"{int(labels.min())} to {int(labels.max())}")
     return xp
 
 
-def _one_hot(labels, n_classes, dtype, xp):
-    """(N,) integer ids -> (N, C) one-hot matrix."""
-    y = xp.zeros((labels.shape[0], n_classes), dtype=dtype)
-    y[xp.arange(labels.shape[0]), labels] = 1
-    return y
-
-
-def softmax_cross_entropy(logits, labels):
+def softmax_cross_entropy(logits, labels, *, check_values=True):
     """Mean cross-entropy of a row-wise softmax: the label classifier's L_imd (Eq. 2)
     and the modality classifier's L_adv (Eq. 1).
 
@@ -41,11 +36,13 @@ def softmax_cross_entropy(logits, labels):
 
     Stable for logits of any magnitude: log p is computed as
     (z - max z) - log sum exp(z - max z), never as log(exp(z)/...).
+    check_values=False skips the label range check (see _check_labels); the training
+    step uses it for labels that data.py has already checked.
     """
     if logits.ndim != 2:
         raise ValueError(f"softmax_cross_entropy: expected logits of shape (N, C), got {tuple(logits.shape)}")
     n, c = logits.shape
-    xp = _check_labels(labels, n, c, "softmax_cross_entropy")
+    xp = _check_labels(labels, n, c, "softmax_cross_entropy", check_values)
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_z = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
     log_p = shifted - log_z
@@ -67,6 +64,8 @@ def cross_entropy(probs, labels):
     the fused version is what training uses, because log(p) loses precision when p is
     tiny.
     """
+    if probs.ndim != 2:
+        raise ValueError(f"cross_entropy: expected probabilities of shape (N, C), got {tuple(probs.shape)}")
     n, c = probs.shape
     xp = _check_labels(labels, n, c, "cross_entropy")
     rows = xp.arange(n)

@@ -204,6 +204,14 @@ def mean_average_precision(query_emb, query_labels, gallery_emb, gallery_labels,
                                     gallery_labels, k=k, chunk_size=chunk_size).mean())
 
 
+def paired_map(img_emb, txt_emb, labels, chunk_size=1024):
+    """The average of img->txt and txt->img mAP@all on one split of pairs: the number
+    that selects the best epoch and CCA's components on validation.
+    img_emb (n, m), txt_emb (n, m), labels (n,) -> float."""
+    return 0.5 * (mean_average_precision(img_emb, labels, txt_emb, labels, chunk_size=chunk_size)
+                  + mean_average_precision(txt_emb, labels, img_emb, labels, chunk_size=chunk_size))
+
+
 def precision_at_k(query_emb, query_labels, gallery_emb, gallery_labels, ks,
                    chunk_size=1024):
     """Mean precision@k over queries for each k in ks.

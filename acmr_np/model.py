@@ -159,9 +159,9 @@ class ACMR:
         }
 
     # ---- parameter bookkeeping ------------------------------------------------
-    PARTS = ("img_projector", "txt_projector", "label_classifier", "modality_classifier")
-    EMBEDDING_PARTS = PARTS[:3]   # the "generator" player, Eq. 9
-    ADVERSARY_PARTS = PARTS[3:]   # the "discriminator" player, Eq. 10
+    EMBEDDING_PARTS = ("img_projector", "txt_projector", "label_classifier")  # the "generator", Eq. 9
+    ADVERSARY_PARTS = ("modality_classifier",)                                # the "discriminator", Eq. 10
+    PARTS = EMBEDDING_PARTS + ADVERSARY_PARTS
 
     def named(self, which, parts=PARTS):
         """{"<part>.<i>.<name>": array} for which = "params" or "grads"."""
@@ -233,7 +233,10 @@ class ACMR:
         #    the two modalities' cross-entropies and averages over pairs, i.e. twice the
         #    mean over the 2B rows.
         class_logits = self.label_classifier.forward(s)
-        l_imd, d_class_logits = losses.softmax_cross_entropy(class_logits, xp.concatenate([labels, labels]))
+        # (check_values=False: the labels were checked once, when the data was loaded;
+        #  checking them here would make every step wait for the GPU)
+        l_imd, d_class_logits = losses.softmax_cross_entropy(class_logits, xp.concatenate([labels, labels]),
+                                                             check_values=False)
         l_imd, d_class_logits = 2 * l_imd, 2 * d_class_logits
 
         # 3. L_imi (Eqs. 3-6): triplets across modalities, both directions. With
@@ -258,7 +261,7 @@ class ACMR:
         self.grl.lam = lam
         modality = xp.concatenate([xp.zeros(B, xp.int64), xp.ones(B, xp.int64)])
         mod_logits = self.modality_classifier.forward(self.grl.forward(s))
-        l_adv, d_mod_logits = losses.softmax_cross_entropy(mod_logits, modality)
+        l_adv, d_mod_logits = losses.softmax_cross_entropy(mod_logits, modality, check_values=False)
         l_adv, d_mod_logits = 2 * l_adv, 2 * d_mod_logits
         adv_acc = (xp.argmax(mod_logits, axis=1) == modality).mean(dtype=s.dtype)  # not float64
 

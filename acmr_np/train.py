@@ -26,7 +26,7 @@ from .backend import BACKENDS, get_backend, to_device, to_host
 from .cli import ArgumentParser, fresh_folder, run_main
 from .errors import InputError
 from .files import save_npz, write_json
-from .metrics import evaluate_retrieval, mean_average_precision
+from .metrics import evaluate_retrieval, paired_map
 from .model import ACMR, LAMBDA_SCHEDULES, TRIPLET_FORMS, ACMRConfig, Trainer, load_model_arrays
 from .triplets import STRATEGIES
 
@@ -119,9 +119,7 @@ class Run:
     def validation_map(self):
         """Mean of the two directions' mAP@all on the validation split."""
         val = self.data.val
-        s_v, s_t = self.model.embed(val.img, val.txt)
-        return 0.5 * (mean_average_precision(s_v, val.labels, s_t, val.labels)
-                      + mean_average_precision(s_t, val.labels, s_v, val.labels))
+        return paired_map(*self.model.embed(val.img, val.txt), val.labels)
 
     def use_best(self):
         """Load the best epoch's parameters into the model (for the test)."""
@@ -149,12 +147,17 @@ class Run:
     def restore(self, ckpt):
         """Continue from a checkpoint written by ``save`` (same settings and data)."""
         meta = json.loads(str(ckpt["meta"]))
-        self.trainer.load_state_dict({k[5:]: ckpt[k] for k in ckpt.files if k.startswith("last/")})
+        self.trainer.load_state_dict(_under(ckpt, "last/"))
         self.rng.bit_generator.state = meta["rng"]
         self.epoch, self.history, self.seconds = meta["epoch"], meta["history"], meta["seconds"]
         self.best_epoch, self.best_val = meta["best_epoch"], meta["best_val"]
         xp = self.model.xp
-        self.best_params = {k[5:]: to_device(ckpt[k], xp) for k in ckpt.files if k.startswith("best/")}
+        self.best_params = {k: to_device(v, xp) for k, v in _under(ckpt, "best/").items()}
+
+
+def _under(ckpt, prefix):
+    """The arrays of a checkpoint whose names start with ``prefix``, without it."""
+    return {k[len(prefix):]: ckpt[k] for k in ckpt.files if k.startswith(prefix)}
 
 
 def read_checkpoint(path):
@@ -175,9 +178,9 @@ def model_from_checkpoint(ckpt, meta, xp):
     d = meta["data"]
     model = ACMR(d["d_img"], d["d_txt"], d["n_classes"], ACMRConfig(**meta["model"]),
                  rng=numpy.random.default_rng(0), xp=xp)
-    arrays = {k[5:]: ckpt[k] for k in ckpt.files if k.startswith("best/")}
-    arrays.update({k[5:]: ckpt[k] for k in ckpt.files if k.startswith("last/input/")})
-    load_model_arrays(model, {("param/" + k if not k.startswith("input/") else k): v for k, v in arrays.items()})
+    arrays = {f"param/{k}": v for k, v in _under(ckpt, "best/").items()}  # the best epoch's parameters
+    arrays.update({k: v for k, v in _under(ckpt, "last/").items() if k.startswith("input/")})
+    load_model_arrays(model, arrays)
     return model
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from acmr_np import baselines
-from acmr_np.cca import NoTraining, candidate_components, fit_cca, fit_select, split_map
+from acmr_np.cca import NoTraining, candidate_components, fit_cca, fit_select
+from acmr_np.metrics import paired_map
 from acmr_np.data import make_split, make_synthetic
 from acmr_np.errors import InputError
 
@@ -84,7 +85,7 @@ def test_components_are_chosen_on_validation_only():
     cca = fit_select(data.train, data.val, reg=1e-3)
     assert set(cca.val_scores) == set(candidate_components(6))
     for k, score in cca.val_scores.items():   # the scores are validation mAP@all ...
-        assert score == pytest.approx(split_map(*cca.embed(data.val.img, data.val.txt, k), data.val.labels))
+        assert score == pytest.approx(paired_map(*cca.embed(data.val.img, data.val.txt, k), data.val.labels))
     best = max(cca.val_scores.values())        # ... and the smallest K with the best one wins
     assert cca.n_components == min(k for k, s in cca.val_scores.items() if s == best)
 

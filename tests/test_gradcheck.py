@@ -25,7 +25,7 @@ def test_relative_error_measure():
         relative_error(np.zeros(2), np.zeros(3))
 
 
-class TransposedLinear(layers.Linear):
+class OnesUpstreamLinear(layers.Linear):
     """A student bug: the weight gradient ignores the upstream values (x^T 1 for x^T dout)."""
 
     def backward(self, dout):
@@ -62,7 +62,7 @@ class SquareTransposeLinear(layers.Linear):
 def test_gradcheck_catches_wrong_backwards():
     rng = np.random.default_rng(2)
     x, g = rng.normal(size=(5, 4)), rng.normal(size=(5, 3))
-    errors = layer_errors(TransposedLinear(4, 3, rng=rng, dtype=np.float64), x, g)
+    errors = layer_errors(OnesUpstreamLinear(4, 3, rng=rng, dtype=np.float64), x, g)
     assert errors["W"] > 1e-2 and errors["x"] < 1e-7
     errors = layer_errors(ForgotDerivativeTanh(), x, rng.normal(size=(5, 4)))
     assert errors["x"] > 1e-2
@@ -78,5 +78,5 @@ def test_all_ones_upstream_would_hide_a_bug():
     """Why the checks use a random upstream gradient: with g = 1 the bug above is invisible."""
     rng = np.random.default_rng(3)
     x = rng.normal(size=(5, 4))
-    errors = layer_errors(TransposedLinear(4, 3, rng=rng, dtype=np.float64), x, np.ones((5, 3)))
+    errors = layer_errors(OnesUpstreamLinear(4, 3, rng=rng, dtype=np.float64), x, np.ones((5, 3)))
     assert errors["W"] < 1e-7  # the broken layer passes: an all-ones check proves nothing

@@ -58,6 +58,9 @@ def test_linear_rejects_wrong_width(rng):
         layer.forward(np.zeros((N, D - 1), np.float32))
     with pytest.raises(ValueError, match="expected input of shape"):
         layer.forward(np.zeros(D, np.float32))
+    layer.forward(np.zeros((N, D), np.float32))
+    with pytest.raises(ValueError, match=r"Linear\(7, 3\)\.backward: expected dout of shape \(5, 3\), got \(5, 7\)"):
+        layer.backward(np.zeros((N, D), np.float32))
 
 
 @pytest.mark.parametrize("make", [layers.Tanh, layers.Softmax, layers.L2Normalize])

@@ -98,3 +98,17 @@ def test_l2_penalty_gradient(rng):
     assert max(errors) < 1e-7, errors
     loss, _ = losses.l2_penalty(ws, coef)
     assert float(loss) == pytest.approx(coef * sum((w ** 2).sum() for w in ws), rel=1e-12)
+
+
+def test_label_range_check_can_be_skipped_and_probability_shape_is_checked(rng):
+    logits = rng.normal(size=(N, C))
+    good = rng.integers(0, C, size=N)
+    a = losses.softmax_cross_entropy(logits, good)
+    b = losses.softmax_cross_entropy(logits, good, check_values=False)
+    assert float(a[0]) == float(b[0])
+    with pytest.raises(ValueError, match="labels must lie in"):
+        losses.softmax_cross_entropy(logits, good + C)
+    with pytest.raises(ValueError, match="labels must be integer"):  # dtype and shape are always checked
+        losses.softmax_cross_entropy(logits, good.astype(float), check_values=False)
+    with pytest.raises(ValueError, match=r"expected probabilities of shape \(N, C\), got \(6,\)"):
+        losses.cross_entropy(np.full(N, 0.5), good)

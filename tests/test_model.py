@@ -3,6 +3,7 @@ into the projectors, and training that moves every part."""
 import numpy as np
 import pytest
 
+from acmr_np import triplets
 from acmr_np.gradcheck import numerical_gradient, relative_error
 from acmr_np.model import ACMR, ACMRConfig, Trainer
 from acmr_np.errors import InputError
@@ -41,15 +42,19 @@ def _objectives(model, img, txt, labels, noise, lam):
 
 
 @pytest.mark.parametrize("overrides", [
-    dict(triplet="hinge", sampling="random", distance="euclidean", margin=5.0),
+    dict(triplet="hinge", sampling="random", distance="euclidean", margin=1.0),
     dict(triplet="hinge", sampling="hardest", distance="euclidean", margin=5.0),
     dict(triplet="pull_push", sampling="random", distance="euclidean", margin=3.0, push_weight=0.7),
-    dict(triplet="hinge", sampling="random", distance="cosine", margin=3.0),
+    dict(triplet="hinge", sampling="random", distance="cosine", margin=1.0),
     dict(triplet="hinge", sampling="hardest", distance="cosine", margin=3.0),
     dict(triplet="pull_push", sampling="random", distance="cosine", margin=2.0, push_weight=0.7),
 ])
 def test_whole_objective_gradient(overrides):
     model, img, txt, labels, noise = _setup(alpha=0.7, beta=1.3, l2=0.05, **overrides)
+    h = _hinge_arguments(model, img, txt, labels, noise)
+    assert np.abs(h).min() > 1e-3  # every triplet well away from its kink
+    if overrides["sampling"] == "random":  # both sides of the hinge are exercised
+        assert (h > 0).sum() >= 3 and (h < 0).sum() >= 3, h
     lam = 0.4
     emb_objective, adv_objective = _objectives(model, img, txt, labels, noise, lam)
     model.loss_and_grads(img, txt, labels, noise, lam)
@@ -62,11 +67,19 @@ def test_whole_objective_gradient(overrides):
         assert err < 1e-7, (name, err)
 
 
-def test_triplet_terms_are_not_trivial_in_the_gradcheck():
-    """The check above must exercise both active and inactive triplets."""
-    model, img, txt, labels, noise = _setup(margin=5.0)
-    t = model.loss_and_grads(img, txt, labels, noise, 0.4)
-    assert float(t["L_imi"]) > 0
+def _hinge_arguments(model, img, txt, labels, noise):
+    """The argument of every triplet's max(0, .) in L_imi, for both directions:
+    mu + l2(a, p) - l2(a, n) (hinge) or mu - l2(a, n) (pull_push). Positive = active."""
+    c = model.config
+    s_v, s_t = model.img_projector.forward(img), model.txt_projector.forward(txt)
+    if c.distance == "cosine":
+        s_v, s_t = (s / np.linalg.norm(s, axis=1, keepdims=True) for s in (s_v, s_t))
+    out = []
+    for a, o, nz in ((s_v, s_t, noise[0]), (s_t, s_v, noise[1])):
+        p, q = triplets.sample(a, o, labels, nz, c.sampling)
+        d_p, d_q = ((a - o[p]) ** 2).sum(axis=1), ((a - o[q]) ** 2).sum(axis=1)
+        out.append(c.margin + d_p - d_q if c.triplet == "hinge" else c.margin - d_q)
+    return np.concatenate(out)
 
 
 def test_projectors_receive_the_reversed_adversarial_gradient():

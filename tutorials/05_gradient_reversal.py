@@ -17,9 +17,9 @@
 #     forward:   GRL(s) = s                    (the identity)
 #     backward:  dL/ds  = -lambda * dL/dGRL(s) (the upstream gradient, reversed and scaled)
 #
-# Everything *below* the GRL (D) receives the true gradient of L_adv and descends it.
-# Everything *above* it (the projectors) receives -lambda dL_adv/ds, so descending its
-# gradient ascends L_adv. This is not the derivative of any function of the forward
+# Everything *after* the GRL in the forward pass (D) receives the true gradient of L_adv
+# and descends it. Everything *before* it (the projectors) receives -lambda dL_adv/ds,
+# so descending its gradient ascends L_adv. This is not the derivative of any function of the forward
 # pass (the identity's derivative is 1), so it is tested exactly, not numerically.
 
 # %%
