@@ -168,6 +168,10 @@ def _as_labels(a, n_rows, where, key, base=0):
             r = int(np.flatnonzero(frac)[0])
             raise _fail(f"{where}: {key} must hold integer class labels; found {a[r]} at row {r} "
                         f"({int(frac.sum())} non-integer values)")
+        huge = np.abs(a) > 2 ** 31  # beyond any plausible class count, and beyond int64 soon
+        if huge.any():
+            r = int(np.flatnonzero(huge)[0])
+            raise _fail(f"{where}: {key} has label {a[r]:g} at row {r}; expected small class indices")
     labels = a.astype(np.int64)
     if len(labels) and labels.min() < base:
         r = int(np.argmin(labels))

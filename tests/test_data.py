@@ -175,6 +175,8 @@ TRAIN = npz_arrays()
      r"txt_val has 2 columns but txt_train has 4"),
     (dict(label_train=np.arange(30) % 3 + 0.5), r"label_train must hold integer class labels; found 0.5 at row 0"),
     (dict(label_train=_with(np.arange(30) % 3, 7, -1)), r"label_train has label -1 at row 7; expected labels 0"),
+    (dict(label_train=_with((np.arange(30) % 3).astype(float), 4, 1e20)),
+     r"label_train has label 1e\+20 at row 4; expected small class indices"),
     (dict(label_test=_with(np.arange(9) % 3, 4, 5)), r"label_test has class\(es\) \[5\] that label_train lacks"),
     (dict(label_train=np.zeros(30, int)), r"label_train holds only 1 class; training needs at least 2"),
     (dict(label_train=np.arange(30) % 3 + 1),
