@@ -29,7 +29,10 @@ temporary copy of the student's package, so the student's code is what gets impo
 (checked before the tests run), never an installed ``acmr_np``. It prints one line per
 exercise (checks passed, points, and a status: done, not started, blocked by another
 exercise's stub, or failing) and the total. The exit status is 0 whatever the score;
-2 for bad input (a missing folder, an existing OUT_DIR), with a one-line message.
+2 for bad input (a missing folder, an existing OUT_DIR, an OUT_DIR or --json FILE that
+cannot be written, an existing --json FILE, which is never overwritten), with a one-line
+message. The --json report is written atomically (acmr_np.files.write_json): a complete
+file or none.
 """
 import argparse
 import ast
@@ -43,6 +46,8 @@ import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+
+from .files import write_json
 
 PROG = "python -m acmr_np.assignment"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -182,11 +187,24 @@ EXERCISES = (
              "two projectors; add 2 l2 W to their weight gradients; return the dict of the "
              "docstring",
              ("tests/test_model.py::test_whole_objective_gradient",
-              "tests/test_model.py::test_triplet_terms_are_not_trivial_in_the_gradcheck",
               "tests/test_model.py::test_projectors_receive_the_reversed_adversarial_gradient",
-              "tests/test_model.py::test_training_changes_every_parameter_group_and_k_schedule",
-              "tests/test_train.py::test_train_writes_outputs_and_is_deterministic"),
-             (1, 2, 5, 7, 8, 10, 11, 13)),
+              "tests/test_model.py::test_loss_values_against_an_independent_reference"),
+             (1, 2, 5, 7, 8, 10, 11)),
+    Exercise(15, "train_step", "model.py", "Trainer.train_step", "", 2, 20,
+             "Algorithm 1 of the paper: one forward and backward pass feeds two players, each "
+             "with its own optimiser; the embedding player steps every step, the modality "
+             "classifier every k-th; lambda follows its schedule over training",
+             "lam = the schedule's value at this progress (self.model.config.lam_at); one "
+             "self.model.loss_and_grads(..., lam) fills every gradient; then self.opt_emb.step "
+             "with the embedding player's gradients (model.named('grads', model.EMBEDDING_PARTS)) "
+             "on every step, and self.opt_adv.step with the modality classifier's "
+             "(model.ADVERSARY_PARTS) only on steps 0, k, 2k, ... (self.step_count % k == 0, "
+             "k = config.k); then self.step_count += 1 (train.py reads it, checkpoints save it); "
+             "return (terms, lam)",
+             ("tests/test_model.py::test_training_changes_every_parameter_group_and_k_schedule",
+              "tests/test_train.py::test_train_writes_outputs_and_is_deterministic",
+              "tests/test_train.py::test_resume_after_interrupt_equals_uninterrupted_run"),
+             (1, 2, 5, 7, 8, 10, 11, 13, 14)),
 )
 BY_NUMBER = {e.number: e for e in EXERCISES}
 BY_KEY = {e.key: e for e in EXERCISES}
@@ -321,8 +339,17 @@ def make(out_dir, exercises, source_root=ROOT):
         raise AssignmentError(f"{src}: no tests/ folder next to the package; {PROG} make needs "
                               f"the source checkout (git clone + pip install -e .)")
     # Build beside the target, then rename: no half-written copy is ever left at OUT_DIR.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    above = next((p for p in out.absolute().parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise AssignmentError(f"cannot create {out}: {above} is not a folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AssignmentError(f"cannot create {out}: {_os_reason(exc)}") from None
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as exc:  # its name is a temporary one: leave it out of the message
+        raise AssignmentError(f"cannot create {out}: {_os_reason(exc, name=False)}") from None
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; the copy is meant to be handed out
         shutil.copytree(src / PACKAGE, tmp / PACKAGE, ignore=_ignore)
@@ -346,10 +373,19 @@ def make(out_dir, exercises, source_root=ROOT):
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise AssignmentError(f"cannot write the student copy to {out}: "
+                                  f"{_os_reason(exc, name=False)}") from None
         raise
     return out
+
+
+def _os_reason(exc, name=True):
+    """An OSError as a few words: "Permission denied: '/x/y'" rather than a traceback."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"{reason}: {exc.filename!r}" if exc.filename and name else reason
 
 
 def student_readme(exercises, lines):
@@ -599,14 +635,43 @@ def main(argv=None):
             print(f"hand out the folder; the student reads {out / STUDENT_README}; "
                   f"grade with: {PROG} grade {out}")
         else:
+            if args.json:
+                _check_json_target(args.json)  # before the checks run, not after
             report = grade(args.student_dir, args.tests, timeout=args.timeout)
             print(format_report(report))
             if args.json:
-                Path(args.json).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+                write_report_json(args.json, report)
+                print(f"report written to {args.json}")
         return 0
     except AssignmentError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # any other file-system failure: still one line
+        print(f"{PROG}: error: {_os_reason(exc)}", file=sys.stderr)
+        return 2
+
+
+def _check_json_target(path):
+    """Refuse a --json FILE that exists (never overwritten) or whose folder is missing or
+    not writable."""
+    target = Path(path)
+    if target.exists() or target.is_symlink():
+        raise AssignmentError(f"{target} already exists; the report is never written over a file, "
+                              f"choose a new name")
+    folder = target.parent
+    if not folder.is_dir():
+        raise AssignmentError(f"cannot write the report to {target}: no folder {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise AssignmentError(f"cannot write the report to {target}: the folder {folder} is not writable")
+
+
+def write_report_json(path, report):
+    """Write the report atomically (a complete file or none), refusing an existing file."""
+    _check_json_target(path)  # again: the grading took a while
+    try:
+        write_json(path, report)
+    except OSError as exc:
+        raise AssignmentError(f"cannot write the report to {path}: {_os_reason(exc, name=False)}") from None
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REQUIRED = {"Linear.backward", "Tanh.backward", "ReLU.backward", "Softmax.backward",
             "L2Normalize.backward", "GradientReversal.backward", "softmax_cross_entropy",
             "cross_entropy", "triplet_hinge", "pull_push", "l2_penalty", "Adam.step",
-            "ACMR.loss_and_grads"}
+            "ACMR.loss_and_grads", "Trainer.train_step"}
 
 
 def _grade_json(student, tmp_path, *extra):
@@ -275,6 +275,55 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+def test_paths_that_cannot_be_written_are_one_line_and_exit_2(tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    student = tmp_path / "student"
+    assert main(["make", str(student), "--exercises", "relu"]) == 0
+    report = tmp_path / "report.json"
+    report.write_text("an earlier report")
+    capsys.readouterr()
+    cases = [
+        (["make", str(a_file / "x" / "y")], f"cannot create {a_file / 'x' / 'y'}: {a_file} is not a folder"),
+        (["grade", str(student), "--json", str(tmp_path / "nowhere" / "r.json")],
+         f"cannot write the report to {tmp_path / 'nowhere' / 'r.json'}: no folder"),
+        (["grade", str(student), "--json", str(a_file / "r.json")], "cannot write the report to"),
+        (["grade", str(student), "--json", str(report)], f"{report} already exists; the report is never "
+                                                         f"written over a file"),
+    ]
+    if Path("/proc/self").is_dir():  # Linux: nothing can be created in /proc
+        cases += [(["make", "/proc/xx/yy"], "cannot create /proc/xx/yy: "),
+                  (["grade", str(student), "--json", "/proc/x/r.json"], "cannot write the report to /proc/x/r.json")]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        captured = capsys.readouterr()
+        assert captured.err.count("\n") == 1 and message in captured.err, (argv, captured.err)
+        assert "Traceback" not in captured.err
+        if argv[0] == "grade":  # refused before any check ran
+            assert captured.out == "", (argv, captured.out)
+    assert report.read_text() == "an earlier report" and a_file.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "report.json", "student"]
+
+
+def test_the_json_report_is_written_whole(tmp_path, capsys, monkeypatch):
+    student = tmp_path / "student"
+    assert main(["make", str(student), "--exercises", "relu"]) == 0
+    report = _grade_json(student, tmp_path)
+    assert report["points"] == 1 and report["exercises"][0]["status"] == "not started"
+    assert "report written to" in capsys.readouterr().out
+    assert not list(tmp_path.glob(".tmp-*"))  # written through a temporary file, renamed
+
+    def disk_full(path, obj):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(assignment, "write_json", disk_full)
+    target = tmp_path / "full.json"
+    assert main(["grade", str(student), "--json", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot write the report to {target}: No space left on device" in err
+    assert not target.exists()
+
+
 def test_list_prints_every_exercise(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
@@ -293,3 +342,96 @@ def test_a_copy_that_does_not_load_is_reported_not_crashed(tmp_path, capsys):
     assert row["status"] == "failing" and row["score"] == 0
     assert "could not load the tests" in row["failures"][0]["message"]
     assert "SyntaxError" in capsys.readouterr().out
+
+
+# ---- what the checks catch ----------------------------------------------------------------
+
+def _put_back(student, ex, edit=None, body=None):
+    """Replace exercise ``ex``'s stub in a student copy with the reference body, changed by
+    ``edit`` (old, new), or with ``body`` (source lines at the body's indentation)."""
+    path = student / PACKAGE / ex.file
+    copy = path.read_text(encoding="utf-8")
+    first, last = body_range(copy, ex.function, ex.keep)
+    if body is None:
+        ref = (ROOT / PACKAGE / ex.file).read_text(encoding="utf-8")
+        r_first, r_last = body_range(ref, ex.function, ex.keep)
+        body = "".join(ref.splitlines(keepends=True)[r_first - 1:r_last])
+        old, new = edit
+        assert body.count(old) == 1, f"the reference {ex.function} changed: update this test ({old!r})"
+        body = body.replace(old, new)
+    lines = copy.splitlines(keepends=True)
+    lines[first - 1:last] = [body]
+    path.write_text("".join(lines), encoding="utf-8")
+
+
+@pytest.mark.parametrize("edit, caught_by", [
+    # L_imd without Eq. 2's factor 2: value and gradient consistent, so every gradient check passes
+    (("l_imd, d_class_logits = 2 * l_imd, 2 * d_class_logits", "pass"), "L_imd"),
+    # every row labelled modality 0 (images and texts alike)
+    (("xp.concatenate([xp.zeros(B, xp.int64), xp.ones(B, xp.int64)])", "xp.zeros(2 * B, xp.int64)"),
+     "L_adv"),
+])
+def test_wrong_loss_values_lose_points_in_exercise_14(edit, caught_by, tmp_path, capsys):
+    ex = assignment.BY_KEY["acmr"]
+    out = tmp_path / "copy"
+    assert main(["make", str(out), "--exercises", str(ex.number)]) == 0
+    _put_back(out, ex, edit=edit)
+    capsys.readouterr()
+    (row,) = _grade_json(out, tmp_path, "--tests", str(ROOT / "tests"))["exercises"]
+    assert row["status"] == "failing" and row["score"] < ex.points, row
+    values = [f for f in row["failures"] if "test_loss_values_against_an_independent_reference" in f["check"]]
+    assert len(values) == 3 and all(caught_by in f["message"] for f in values), row["failures"]
+
+
+def test_a_train_step_without_the_k_schedule_loses_points(tmp_path, capsys):
+    ex = assignment.BY_KEY["train_step"]
+    out = tmp_path / "copy"
+    assert main(["make", str(out), "--exercises", str(ex.number)]) == 0
+    _put_back(out, ex, body=(
+        "        m = self.model\n"
+        "        lam = m.config.lam_at(progress)\n"
+        "        terms = m.loss_and_grads(img, txt, labels, noise, lam)\n"
+        "        self.opt_emb.step(m.named('grads', m.EMBEDDING_PARTS))\n"
+        "        self.opt_adv.step(m.named('grads', m.ADVERSARY_PARTS))  # every step: k ignored\n"
+        "        self.step_count += 1\n"
+        "        return terms, lam\n"))
+    capsys.readouterr()
+    (row,) = _grade_json(out, tmp_path, "--tests", str(ROOT / "tests"))["exercises"]
+    assert row["status"] == "failing" and 0 < row["score"] < ex.points, row
+    assert [f["check"] for f in row["failures"]] == \
+        ["tests/test_model.py::test_training_changes_every_parameter_group_and_k_schedule"]
+
+
+def test_a_copy_with_one_stub_fails_only_the_tests_that_run_it(tmp_path, capsys):
+    """The student's whole test suite, run in a copy with only the training step stubbed:
+    every failure is one of the exercise's checks or a test that runs the stub (which
+    grading reports as blocked); nothing else breaks (tests that need files the copy
+    lacks, such as benchmarks/, skip)."""
+    import xml.etree.ElementTree as ET
+
+    ex = assignment.BY_KEY["train_step"]
+    out = tmp_path / "copy"
+    assert main(["make", str(out), "--exercises", str(ex.number)]) == 0
+    capsys.readouterr()
+    xml = tmp_path / "report.xml"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           f"--junitxml={xml}", "-o", "junit_family=xunit1"], cwd=out,
+                          env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"),
+                          capture_output=True, text=True, timeout=600)
+    assert xml.is_file(), proc.stdout[-2000:] + proc.stderr[-2000:]
+    failed, skipped = {}, {}
+    for case in ET.parse(xml).getroot().iter("testcase"):
+        node = f"{case.get('file')}::{case.get('name')}"
+        for tag in ("failure", "error"):
+            if case.find(tag) is not None:
+                el = case.find(tag)
+                failed[node] = (el.get("message") or "") + (el.text or "")
+        if case.find("skipped") is not None:
+            skipped[node] = case.find("skipped").get("message") or ""
+    checks = {n for n in failed if any(n == c or n.startswith(c + "[") for c in ex.checks)}
+    assert len(checks) == len(ex.checks), (sorted(checks), ex.checks)  # each check fails on the stub
+    unrelated = {n: m[:400] for n, m in failed.items()
+                 if n not in checks and f"Exercise {ex.number}: " not in m and ex.hint[-30:] not in m}
+    assert not unrelated, unrelated
+    bench = [n for n in skipped if n.startswith("tests/test_performance.py::test_benchmark")]
+    assert bench and all("benchmarks/" in skipped[n] for n in bench), skipped

@@ -131,7 +131,10 @@ def test_training_changes_every_parameter_group_and_k_schedule():
     adv_before = []
     for step in range(4):
         adv_before.append(model.named("params", ("modality_classifier",))["modality_classifier.0.W"].copy())
-        trainer.train_step(img, txt, labels, noise, progress=0.5)
+        terms, lam = trainer.train_step(img, txt, labels, noise, progress=0.25 * step)
+        assert lam == model.config.lam_at(0.25 * step)  # the schedule, at this step's progress
+        assert model.grl.lam == lam and set(terms) >= {"L_imi", "L_imd", "L_reg", "L_adv"}
+    assert trainer.step_count == 4
     after = model.named("params")
     for name in before:  # every array of every part, the label classifier included
         assert not np.array_equal(before[name], after[name]), name
