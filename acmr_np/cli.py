@@ -34,11 +34,7 @@ def fresh_folder(out, hint=""):
     overwritten. ``hint`` is appended to the refusal (e.g. how to resume)."""
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise InputError(f"{out} already exists and is not an empty folder; choose another output folder{hint}")
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
-    return out
+    return _make_folder(out)
 
 
 def output_file(folder, name):
@@ -49,8 +45,14 @@ def output_file(folder, name):
         raise InputError(f"{path} already exists; choose another --out folder")
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise InputError(f"--out {folder} exists and is not a folder")
+    _make_folder(folder)
+    return path
+
+
+def _make_folder(folder):
+    """os.makedirs, with a failure (no permission, a file in the way) as an InputError."""
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create the output folder {folder}: {exc.strerror or exc}") from None
-    return path
+    return folder
