@@ -175,26 +175,35 @@ def average_precisions(query_emb, query_labels, gallery_emb, gallery_labels,
     if k is given) that hold a relevant item, with R the relevant items in the ranked
     list (whole gallery, or top k). A query with R = 0 gets AP = 0.
     """
+    return _average_precisions(query_emb, query_labels, gallery_emb, gallery_labels, (k,), chunk_size)[0]
+
+
+def _average_precisions(query_emb, query_labels, gallery_emb, gallery_labels, ks, chunk_size):
+    """``average_precisions`` for several cutoffs ks (None = all) from ONE ranking of
+    each chunk: the sort is the expensive part. Returns a list of host arrays (nq,)."""
     xp, q, q_labels, g_unit, g_labels = _prepare(
         query_emb, query_labels, gallery_emb, gallery_labels, chunk_size)
     ng = g_unit.shape[0]
-    if k is not None:
-        _check_positive_int(k, "k")
-    top = ng if k is None else min(int(k), ng)
-    ap = xp.empty(q.shape[0], dtype=xp.float64)             # (nq,)
+    for k in ks:
+        if k is not None:
+            _check_positive_int(k, "k")
+    tops = [ng if k is None else min(int(k), ng) for k in ks]
+    aps = [xp.empty(q.shape[0], dtype=xp.float64) for _ in tops]   # (nq,) each
     for rows in _chunks(q.shape[0], chunk_size):
-        rel = _ranked_relevance(q[rows], q_labels[rows], g_unit, g_labels, top, xp)
-        # Only the ranks that hold a relevant item count, so work on those alone:
-        # (row, col) of every relevant item, row by row and best rank first.
-        row, col = xp.nonzero(rel)
-        n_relevant = rel.sum(axis=1)                         # (c,) R, or relevant in top k
-        first = xp.cumsum(n_relevant) - n_relevant           # where each row's items start
-        hits = xp.arange(1, row.size + 1) - first[row]       # relevant items in the top col + 1
-        precision = hits / (col + 1.0)                       # precision@r at r = col + 1 (float64)
-        summed = xp.bincount(row, weights=precision, minlength=rel.shape[0])  # (c,)
-        # R = 0 means summed = 0 too; max(R, 1) turns 0/0 into the documented AP = 0
-        ap[rows] = summed / xp.maximum(n_relevant, 1)
-    return to_host(ap)
+        rel_all = _ranked_relevance(q[rows], q_labels[rows], g_unit, g_labels, max(tops), xp)
+        for ap, top in zip(aps, tops):
+            rel = rel_all[:, :top]
+            # Only the ranks that hold a relevant item count, so work on those alone:
+            # (row, col) of every relevant item, row by row and best rank first.
+            row, col = xp.nonzero(rel)
+            n_relevant = rel.sum(axis=1)                         # (c,) R, or relevant in top k
+            first = xp.cumsum(n_relevant) - n_relevant           # where each row's items start
+            hits = xp.arange(1, row.size + 1) - first[row]       # relevant items in the top col + 1
+            precision = hits / (col + 1.0)                       # precision@r at r = col + 1 (float64)
+            summed = xp.bincount(row, weights=precision, minlength=rel.shape[0])  # (c,)
+            # R = 0 means summed = 0 too; max(R, 1) turns 0/0 into the documented AP = 0
+            ap[rows] = summed / xp.maximum(n_relevant, 1)
+    return [to_host(ap) for ap in aps]
 
 
 def mean_average_precision(query_emb, query_labels, gallery_emb, gallery_labels,
@@ -278,11 +287,11 @@ def evaluate_retrieval(img_emb, txt_emb, labels, k=50, chunk_size=1024):
     if not n_img == n_txt == n_lab:
         raise InputError(f"paired split expected: {n_img} image embeddings, "
                          f"{n_txt} text embeddings and {n_lab} labels")
+    # one ranking per direction serves both mAP@all and mAP@k
+    i2t = [float(a.mean()) for a in _average_precisions(img_emb, labels, txt_emb, labels, (None, k), chunk_size)]
+    t2i = [float(a.mean()) for a in _average_precisions(txt_emb, labels, img_emb, labels, (None, k), chunk_size)]
     out = {}
-    for suffix, kk in (("", None), (str(k), k)):
-        i2t = mean_average_precision(img_emb, labels, txt_emb, labels, kk, chunk_size)
-        t2i = mean_average_precision(txt_emb, labels, img_emb, labels, kk, chunk_size)
-        out[f"map{suffix}_img2txt"] = i2t
-        out[f"map{suffix}_txt2img"] = t2i
-        out[f"map{suffix}_avg"] = (i2t + t2i) / 2
+    for j, suffix in enumerate(("", str(k))):
+        out[f"map{suffix}_img2txt"], out[f"map{suffix}_txt2img"] = i2t[j], t2i[j]
+        out[f"map{suffix}_avg"] = (i2t[j] + t2i[j]) / 2
     return out
