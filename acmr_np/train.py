@@ -17,6 +17,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 
 import numpy
@@ -427,12 +428,18 @@ def _raise_keyboard_interrupt(signum, frame):
 def _main(argv):
     args = build_parser().parse_args(argv)
     xp = get_backend(args.backend)
-    # SIGTERM (a scheduler, `kill`) is treated like Ctrl-C: finish cleanly.
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     if args.eval_only:
         _evaluate_only(args, xp)
         return 0
-    return _train(args, xp)
+    # SIGTERM (a scheduler, `kill`) is treated like Ctrl-C while training, and the
+    # caller's handler is put back afterwards (main() may be called from Python).
+    if threading.current_thread() is not threading.main_thread():
+        return _train(args, xp)  # signal handlers can only be set from the main thread
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        return _train(args, xp)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv=None):

@@ -190,3 +190,10 @@ def test_training_on_cupy_end_to_end(tmp_path, capsys):
     # float32 products differ in rounding between BLAS and cuBLAS, so the runs drift
     # apart slowly; after 3 epochs they still agree closely
     assert abs(gpu["map_avg"] - cpu["map_avg"]) < 0.03
+
+
+def test_main_restores_the_sigterm_handler(tmp_path):
+    import signal
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(FAST + ["--epochs", "1", "--out", str(tmp_path / "run")]) == 0
+    assert signal.getsignal(signal.SIGTERM) is before
