@@ -158,6 +158,15 @@ class ACMR:
             "txt_mean": xp.zeros(d_txt, dtype), "txt_std": xp.ones(d_txt, dtype),
         }
 
+    @classmethod
+    def for_data(cls, data, config, *, rng, xp=numpy, dtype=numpy.float32):
+        """The model sized for a data set (anything with d_img, d_txt, n_classes and a
+        train split), its inputs standardised with the training split's statistics:
+        how every training run, and the "before training" figure, build it."""
+        model = cls(data.d_img, data.d_txt, data.n_classes, config, rng=rng, xp=xp, dtype=dtype)
+        model.set_input_stats(data.train.img, data.train.txt)
+        return model
+
     # ---- parameter bookkeeping ------------------------------------------------
     EMBEDDING_PARTS = ("img_projector", "txt_projector", "label_classifier")  # the "generator", Eq. 9
     ADVERSARY_PARTS = ("modality_classifier",)                                # the "discriminator", Eq. 10

@@ -355,9 +355,7 @@ def initial_model(data, cfg, seed, xp=numpy):
     the same construction, the same first draws from ``default_rng(seed)``, the same
     input standardisation, hence the same initial weights (tests/test_plots.py checks)."""
     from .model import ACMR
-    model = ACMR(data.d_img, data.d_txt, data.n_classes, cfg, rng=numpy.random.default_rng(seed), xp=xp)
-    model.set_input_stats(data.train.img, data.train.txt)
-    return model
+    return ACMR.for_data(data, cfg, rng=numpy.random.default_rng(seed), xp=xp)
 
 
 def make_run_figures(run_dir, model, data, history=None, *, before=None, baseline=None,

@@ -47,8 +47,7 @@ class Run:
         self.data, self.cfg, self.epochs, self.batch_size, self.seed = data, cfg, epochs, batch_size, seed
         self.source = source or {}  # where the data came from: {"data": path or None, "val_fraction"}
         self.rng = numpy.random.default_rng(seed)
-        self.model = ACMR(data.d_img, data.d_txt, data.n_classes, cfg, rng=self.rng, xp=xp)
-        self.model.set_input_stats(data.train.img, data.train.txt)
+        self.model = ACMR.for_data(data, cfg, rng=self.rng, xp=xp)
         self.trainer = Trainer(self.model)
         # the training set, standardised and moved to the device once for the whole run
         img, txt = self.model.standardize(data.train.img, data.train.txt)
