@@ -51,6 +51,11 @@ def _new_figure(figsize):
     return fig
 
 
+def require_matplotlib():
+    """Raise InputError now, before any work, when figures cannot be drawn."""
+    _new_figure((1, 1))
+
+
 def _save(fig, path):
     """Render ``fig`` as PNG into ``path`` atomically; return the path."""
     path = os.fspath(path)
@@ -376,7 +381,7 @@ def make_run_figures(run_dir, model, data, history=None, *, before=None, baselin
         raise InputError(f"split must be train, val or test, got {split!r}")
     if not os.path.isdir(run_dir):
         raise InputError(f"{run_dir}: no such folder")
-    _new_figure((1, 1))  # fail early, before any work, when matplotlib is missing
+    require_matplotlib()
     if baseline is None:
         from .cca import fit_select
         baseline = fit_select(data.train, data.val)

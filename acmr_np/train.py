@@ -29,6 +29,7 @@ from .errors import InputError
 from .files import save_npz, write_json
 from .metrics import evaluate_retrieval, paired_map
 from .model import ACMR, LAMBDA_SCHEDULES, TRIPLET_FORMS, ACMRConfig, Trainer, load_model_arrays
+from .plots import initial_model, make_run_figures, require_matplotlib  # matplotlib itself loads lazily
 from .triplets import STRATEGIES
 
 TERMS = ("L_imi", "L_imd", "L_reg", "L_adv", "adv_acc")
@@ -288,14 +289,7 @@ def _fresh_out(out):
     return fresh_folder(out, hint=f", or continue it with --resume {out}")
 
 
-def _require_matplotlib():
-    """Fail before any training when --plots cannot be honoured."""
-    from .plots import _new_figure
-    _new_figure((1, 1))
-
-
 def _write_figures(out, model, data, history, cfg, seed, xp):
-    from .plots import initial_model, make_run_figures
     paths = make_run_figures(out, model, data, history, before=initial_model(data, cfg, seed, xp))
     print("figures: " + ", ".join(sorted(paths.values())))
 
@@ -306,7 +300,7 @@ def _evaluate_only(args, xp):
     if args.plots and not args.out:
         raise InputError("--eval-only --plots needs --out DIR for the figures")
     if args.plots:
-        _require_matplotlib()
+        require_matplotlib()
     ckpt, meta = read_checkpoint(args.checkpoint)
     # By default, the data the checkpoint was trained on, split with the same seed
     # (the synthetic set and the carved validation split both depend on it).
@@ -363,7 +357,7 @@ def _train(args, xp):
     else:
         _check_settings(args)
         if args.plots:
-            _require_matplotlib()
+            require_matplotlib()
         settings = {"data": os.path.abspath(args.data) if args.data else None, "backend": args.backend,
                     "epochs": args.epochs, "batch_size": args.batch_size,
                     "seed": 0 if args.seed is None else args.seed,
