@@ -145,9 +145,9 @@ class Run:
     def save(self, folder):
         save_npz(os.path.join(folder, CHECKPOINT), self.state_arrays())
 
-    def restore(self, ckpt):
-        """Continue from a checkpoint written by ``save`` (same settings and data)."""
-        meta = json.loads(str(ckpt["meta"]))
+    def restore(self, ckpt, meta):
+        """Continue from a checkpoint written by ``save`` (same settings and data);
+        ``meta``: its metadata, as ``read_checkpoint`` returns it."""
         self.trainer.load_state_dict(_under(ckpt, "last/"))
         self.rng.bit_generator.state = meta["rng"]
         self.epoch, self.history, self.seconds = meta["epoch"], meta["history"], meta["seconds"]
@@ -373,7 +373,7 @@ def _train(args, xp):
         if differs:
             raise InputError(f"--resume {args.resume}: the data ({data.name}) is not the "
                              f"data this run was trained on (differs in: {', '.join(differs)})")
-        run.restore(ckpt)
+        run.restore(ckpt, meta)
         print(f"resuming {out} after epoch {run.epoch}")
     else:
         out = _fresh_out(args.out)
