@@ -218,7 +218,7 @@ class ACMR:
         # picked = P @ other  =>  d_other = P^T d_picked (sums over anchors sharing an item)
         return loss, d_a, P.T @ d_p + Q.T @ d_q
 
-    def loss_and_grads(self, img, txt, labels, noise, lam):
+    def loss_and_grads(self, img, txt, labels, noise, lam, l_reg=True):
         """Forward both modalities, every loss, and the full backward pass.
 
         img (B, d_img), txt (B, d_txt): standardised features of B pairs on xp;
@@ -229,6 +229,8 @@ class ACMR:
           embedding player:     d/dtheta [alpha L_imi + beta L_imd + L_reg] - lam dL_adv/dtheta
           modality classifier:  dL_adv/dtheta_D
         Returns a dict of 0-d arrays on xp: L_imi, L_imd, L_reg, L_adv, adv_acc.
+        l_reg=False leaves L_reg out, its value (no "L_reg" key) and its gradient, for a
+        caller whose optimiser applies it as weight decay (Trainer; see l_reg_weights).
         """
         c, xp = self.config, self.xp
         B = img.shape[0]
@@ -277,9 +279,12 @@ class ACMR:
         # 5. L_reg (Eq. 7) on the projectors' weight matrices: losses.l2_penalty's
         #    l2 * sum ||W||_F^2, with each squared norm as a dot product (no W-sized
         #    temporary); its gradient 2 l2 W is added to each weight's gradient below.
-        proj_linears = self.img_projector.linears() + self.txt_projector.linears()
-        weights = [layer.params["W"] for layer in proj_linears]
-        l_reg = c.l2 * sum(xp.dot(w.ravel(), w.ravel()) for w in weights)
+        #    With l_reg=False the caller's optimiser does both, as weight decay (Trainer).
+        terms = {"L_imi": l_imi, "L_imd": l_imd, "L_adv": l_adv, "adv_acc": adv_acc}
+        reg_layers = self.img_projector.linears() + self.txt_projector.linears() if l_reg else []
+        if l_reg:
+            terms["L_reg"] = c.l2 * sum(xp.dot(layer.params["W"].ravel(), layer.params["W"].ravel())
+                                        for layer in reg_layers)
 
         # ---- backward: every layer by hand, from the losses down to the inputs ----
         # dL_emb/ds from the label classifier (weighted by beta), and from the modality
@@ -289,9 +294,15 @@ class ACMR:
         d_s += c.alpha * d_s_imi
         self.img_projector.backward(d_s[:B])
         self.txt_projector.backward(d_s[B:])
-        for layer in proj_linears:
+        for layer in reg_layers:
             layer.grads["W"] += (2.0 * c.l2) * layer.params["W"]  # L_reg's share of the gradient
-        return {"L_imi": l_imi, "L_imd": l_imd, "L_reg": l_reg, "L_adv": l_adv, "adv_acc": adv_acc}
+        return terms
+
+    def l_reg_weights(self):
+        """The names, as in named("params"), of the weights L_reg (Eq. 7) penalises: the
+        projectors' weight matrices."""
+        return [f"{part}.{i}.W" for part in ("img_projector", "txt_projector")
+                for i, layer in enumerate(getattr(self, part).layers) if isinstance(layer, Linear)]
 
 
 class Trainer:
@@ -301,11 +312,19 @@ class Trainer:
     steps every step; the modality classifier steps every k-th step (Algorithm 1:
     k projector updates per discriminator update). The label classifier is in the
     embedding player's optimiser: in the authors' demo it was in none.
+
+    L_reg (Eq. 7) is the embedding player's weight decay: l2 ||W||^2 is Adam's penalty
+    (c/2) ||W||^2 with c = 2 l2, on the weights ACMR.l_reg_weights names. Adam adds its
+    gradient 2 l2 W in the pass it makes over W anyway and returns its value, so the step
+    asks loss_and_grads for everything else (l_reg=False). The gradients, and so the
+    training, are the same bit for bit as with loss_and_grads's own L_reg
+    (tests/test_model.py); only main-memory traffic is saved (docs/PERFORMANCE.md).
     """
 
     def __init__(self, model):
         self.model, c = model, model.config
-        self.opt_emb = Adam(model.named("params", model.EMBEDDING_PARTS), lr=c.lr)
+        decay = {name: 2.0 * c.l2 for name in model.l_reg_weights()} if c.l2 else None
+        self.opt_emb = Adam(model.named("params", model.EMBEDDING_PARTS), lr=c.lr, weight_decay=decay)
         self.opt_adv = Adam(model.named("params", model.ADVERSARY_PARTS), lr=c.lr_adv or c.lr)
         self.step_count = 0
 
@@ -314,8 +333,8 @@ class Trainer:
         progress in [0, 1] drives the lambda schedule. Returns the loss dict and lam."""
         m = self.model
         lam = m.config.lam_at(progress)
-        terms = m.loss_and_grads(img, txt, labels, noise, lam)
-        self.opt_emb.step(m.named("grads", m.EMBEDDING_PARTS))
+        terms = m.loss_and_grads(img, txt, labels, noise, lam, l_reg=False)
+        terms["L_reg"] = self.opt_emb.step(m.named("grads", m.EMBEDDING_PARTS))  # adds L_reg's gradient
         if self.step_count % m.config.k == 0:
             self.opt_adv.step(m.named("grads", m.ADVERSARY_PARTS))
         self.step_count += 1

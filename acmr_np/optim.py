@@ -5,7 +5,7 @@ An optimiser is built on a dict of named parameter arrays, ``{name: array}``, an
 In place matters: the layers hold the very same array objects in their ``params``,
 so there is nothing to copy back, and no parameter-sized temporaries are allocated
 per step (the update streams over every parameter once per step; on large models that
-memory traffic, not arithmetic, is its cost). One scratch buffer per parameter holds the
+memory traffic, not arithmetic, is its cost). Preallocated scratch buffers hold the
 intermediate terms.
 
 ``state_dict()`` / ``load_state_dict()`` carry the full state (moments and step count)
@@ -18,27 +18,45 @@ import numpy
 from .backend import get_array_module, to_device, to_host
 
 
-# Elements per block of an elementwise update on the CPU: the five blocks of one
-# parameter (p, g, m, v, scratch) take 5 x 256 KiB and stay in a core's L2 cache while
-# the update makes its dozen passes over them, instead of streaming every pass from
-# main memory (19.7 -> 14.3 ms a step for the 11.2 M parameters of the deep setting on a
-# 2-core Zen 5; docs/PERFORMANCE.md). The result is the same, bit for bit.
+# Elements per block of an elementwise update on the CPU. A large parameter is updated
+# one block at a time: the blocks of p, g, m and v (4 x 256 KiB) and the scratch
+# buffers, which are one block long and reused for every block, stay in a core's L2
+# cache while the update makes its dozen passes over them. So p, g, m and v are read
+# from main memory once per step (and p, m, v written once) instead of once per pass
+# (19.7 -> 14.3 ms a step for the 11.2 M parameters of the deep setting on a 2-core
+# Zen 5; docs/PERFORMANCE.md). The result is the same, bit for bit.
 _BLOCK = 1 << 16
 
 
-def _blocks(arrays):
-    """Matching flat blocks of same-shaped C-contiguous NumPy arrays (views: updating a
-    block updates the array). Other arrays (CuPy: one kernel per pass is what a GPU
-    wants) and small ones come back whole."""
-    if get_array_module(arrays[0]) is not numpy or arrays[0].size <= _BLOCK \
-            or not all(a.flags.c_contiguous for a in arrays):
-        return [arrays]
-    flat = [a.reshape(-1) for a in arrays]
-    return [tuple(a[i:i + _BLOCK] for a in flat) for i in range(0, flat[0].size, _BLOCK)]
+def _blockwise(p):
+    """Whether p is updated block by block: a C-contiguous NumPy array of more than one
+    block. Other arrays (CuPy: one kernel per pass is what a GPU wants; strided views;
+    small arrays) are updated whole."""
+    return get_array_module(p) is numpy and p.size > _BLOCK and p.flags.c_contiguous
+
+
+def _scratch(p, n):
+    """n scratch buffers for updating p: one block long if p is updated block by block,
+    p's shape otherwise."""
+    xp = get_array_module(p)
+    return tuple(xp.empty((_BLOCK,) if _blockwise(p) else p.shape, p.dtype) for _ in range(n))
+
+
+def _blocks(arrays, scratch):
+    """Matching blocks of a parameter and its same-shaped companions (gradient, state),
+    each followed by the scratch buffers cut to the block's length: views, so updating a
+    block updates the array. A parameter updated whole comes back as one "block"."""
+    if not _blockwise(arrays[0]):
+        return [tuple(arrays) + tuple(scratch)]
+    flat = [numpy.ascontiguousarray(a).reshape(-1) for a in arrays]  # (a strided gradient is copied)
+    n = flat[0].size
+    return [tuple(a[i:i + _BLOCK] for a in flat) + tuple(s[:min(_BLOCK, n - i)] for s in scratch)
+            for i in range(0, n, _BLOCK)]
 
 
 class _Optimizer:
-    slots = ()  # names of the per-parameter state arrays
+    slots = ()      # names of the per-parameter state arrays
+    n_scratch = 1   # scratch buffers per parameter
 
     def __init__(self, params, lr):
         if not params:
@@ -47,7 +65,8 @@ class _Optimizer:
             raise ValueError(f"{type(self).__name__}: learning rate must be positive, got {lr}")
         self.params, self.lr, self.t = params, float(lr), 0
         self.state = {s: {k: get_array_module(p).zeros_like(p) for k, p in params.items()}
-                      for s in self.slots + ("scratch",)}
+                      for s in self.slots}
+        self.scratch = {k: _scratch(p, self.n_scratch) for k, p in params.items()}
 
     def _check(self, grads):
         if grads.keys() != self.params.keys():
@@ -55,6 +74,14 @@ class _Optimizer:
             extra = sorted(set(grads) - set(self.params))
             raise ValueError(f"{type(self).__name__}.step: gradient names differ from the "
                              f"parameters (missing {missing}, unexpected {extra})")
+        for k, p in self.params.items():
+            if tuple(grads[k].shape) != tuple(p.shape):
+                raise ValueError(f"{type(self).__name__}.step: gradient {k} has shape "
+                                 f"{tuple(grads[k].shape)}, the parameter {tuple(p.shape)}")
+
+    def _arrays(self, k, grads):
+        """The parameter k, its gradient and its state arrays, in slot order."""
+        return (self.params[k], grads[k]) + tuple(self.state[s][k] for s in self.slots)
 
     def state_dict(self):
         """Host copies of the step count and every state array, names 'slot/param'."""
@@ -63,6 +90,9 @@ class _Optimizer:
         return out
 
     def load_state_dict(self, d):
+        missing = sorted(({f"{s}/{k}" for s in self.slots for k in self.params} | {"t"}) - set(d))
+        if missing:
+            raise ValueError(f"{type(self).__name__}: the saved state lacks {missing[:5]}")
         self.t = int(d["t"])
         for s in self.slots:
             for k, a in self.state[s].items():
@@ -87,12 +117,12 @@ class SGD(_Optimizer):
     def step(self, grads):
         self._check(grads)
         self.t += 1
-        for k, p in self.params.items():
-            v, s = self.state["velocity"][k], self.state["scratch"][k]
-            v *= self.momentum
-            v += grads[k]
-            get_array_module(p).multiply(v, self.lr, out=s)
-            p -= s
+        for k in self.params:
+            for p, g, v, s in _blocks(self._arrays(k, grads), self.scratch[k]):  # views, updated in place
+                v *= self.momentum
+                v += g
+                get_array_module(p).multiply(v, self.lr, out=s)
+                p -= s
 
 
 class Adam(_Optimizer):
@@ -106,26 +136,53 @@ class Adam(_Optimizer):
 
     which equals lr m_hat / (sqrt(v_hat) + eps) with m_hat = m/(1-b1^t),
     v_hat = v/(1-b2^t), at two scalar operations instead of two array passes.
+
+    ``weight_decay`` ({name: c}, optional) adds an L2 penalty (c/2) ||p||^2 to the
+    objective for those parameters: the update above then uses g + c p, the penalised
+    gradient (``grads`` itself is left as it is), and ``step`` returns the penalty's
+    value, summed over those parameters, at the weights the gradients belong to (the
+    weights before this update). ACMR's L_reg = l2 ||W||^2 (Eq. 7) is this penalty with
+    c = 2 l2 (model.Trainer). Done here, it costs two passes over blocks already in
+    cache; done in the loss, it costs passes over every weight and its gradient in main
+    memory (docs/PERFORMANCE.md).
     """
     slots = ("m", "v")
+    n_scratch = 2
 
-    def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
+    def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=None):
         super().__init__(params, lr)
         if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
             raise ValueError(f"Adam: betas must be in [0, 1), got {beta1}, {beta2}")
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        self.weight_decay = {k: float(c) for k, c in (weight_decay or {}).items()}
+        unknown = sorted(set(self.weight_decay) - set(params))
+        if unknown:
+            raise ValueError(f"Adam: weight_decay names parameters it does not optimise: {unknown}")
+        if not all(c >= 0 for c in self.weight_decay.values()):
+            raise ValueError(f"Adam: weight decay coefficients must be >= 0, got {self.weight_decay}")
 
     def step(self, grads):
+        """Update every parameter in place. Returns the weight-decay penalty
+        sum_k c_k/2 ||p_k||^2 (a 0-d array or scalar on the parameters' backend; 0 without
+        weight decay)."""
         self._check(grads)
         self.t += 1
         b1, b2 = self.beta1, self.beta2
         corr2 = math.sqrt(1.0 - b2 ** self.t)
         lr_t = self.lr * corr2 / (1.0 - b1 ** self.t)
         eps_t = self.eps * corr2
-        for k, param in self.params.items():
-            arrays = (param, grads[k], self.state["m"][k], self.state["v"][k], self.state["scratch"][k])
-            for p, g, m, v, s in _blocks(arrays):  # views of the arrays, updated in place
+        first = next(iter(self.params.values()))
+        penalty = get_array_module(first).zeros((), dtype=first.dtype)
+        for k in self.params:
+            c = self.weight_decay.get(k, 0.0)
+            for p, g, m, v, s, g_pen in _blocks(self._arrays(k, grads), self.scratch[k]):  # views
                 xp = get_array_module(p)
+                if c:
+                    # the penalty (c/2) ||p||^2, and g + c p in g_pen, while p is in cache
+                    penalty = penalty + (c / 2) * xp.vdot(p, p)
+                    xp.multiply(p, c, out=g_pen)
+                    g_pen += g
+                    g = g_pen
                 # m <- b1 m + (1 - b1) g
                 xp.multiply(g, 1.0 - b1, out=s)
                 m *= b1
@@ -141,3 +198,4 @@ class Adam(_Optimizer):
                 xp.divide(m, s, out=s)
                 s *= lr_t
                 p -= s
+        return penalty

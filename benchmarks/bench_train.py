@@ -198,7 +198,8 @@ def run_case(name, backend, epochs, seed, projector_input_grad=False):
     epoch_seconds, val_seconds = epoch_seconds[1:], val_seconds[1:]
 
     # Where a step's time goes: forward + backward against the two optimisers, on one
-    # fixed full batch (same arrays every repeat).
+    # fixed full batch (same arrays every repeat), split as Trainer.train_step splits it
+    # (L_reg is in the embedding player's Adam step, as weight decay).
     model, trainer = run.model, run.trainer
     bi, bt = model.standardize(data.train.img[:batch], data.train.txt[:batch])
     bl = xp.asarray(data.train.labels[:batch])
@@ -215,7 +216,7 @@ def run_case(name, backend, epochs, seed, projector_input_grad=False):
             best = min(best, time.perf_counter() - t0)
         return best
 
-    fwd_bwd = per_call(lambda: model.loss_and_grads(bi, bt, bl, noise, 0.05))
+    fwd_bwd = per_call(lambda: model.loss_and_grads(bi, bt, bl, noise, 0.05, l_reg=False))
     products = step_products_seconds(model, batch, xp, per_call)
     opt_emb = per_call(lambda: trainer.opt_emb.step(model.named("grads", model.EMBEDDING_PARTS)))
     opt_adv = per_call(lambda: trainer.opt_adv.step(model.named("grads", model.ADVERSARY_PARTS)))

@@ -6,6 +6,7 @@ import pytest
 from acmr_np import triplets
 from acmr_np.gradcheck import numerical_gradient, relative_error
 from acmr_np.model import ACMR, ACMRConfig, Trainer
+from acmr_np.optim import Adam
 from acmr_np.errors import InputError
 
 B, D_IMG, D_TXT, C = 8, 6, 5, 3
@@ -143,6 +144,29 @@ def test_training_changes_every_parameter_group_and_k_schedule():
     assert not np.array_equal(adv_before[0], adv_before[1])
     np.testing.assert_array_equal(adv_before[1], adv_before[2])
     np.testing.assert_array_equal(adv_before[2], adv_before[3])
+
+
+def test_trainer_weight_decay_is_the_explicit_l_reg_bit_for_bit():
+    """Trainer.train_step leaves L_reg to the embedding player's Adam (weight decay 2 l2 on
+    the projectors' weights); stepping with loss_and_grads's own L_reg and plain Adams
+    gives the same parameters, bit for bit, and the same L_reg values."""
+    fused, img, txt, labels, noise = _setup(k=2, l2=0.05)
+    explicit = _setup(k=2, l2=0.05)[0]
+    assert fused.l_reg_weights() == ["img_projector.0.W", "img_projector.2.W",
+                                     "txt_projector.0.W", "txt_projector.2.W"]
+    trainer = Trainer(fused)
+    opt_emb = Adam(explicit.named("params", explicit.EMBEDDING_PARTS))
+    opt_adv = Adam(explicit.named("params", explicit.ADVERSARY_PARTS))
+    for step in range(3):
+        terms, lam = trainer.train_step(img, txt, labels, noise, progress=step / 3)
+        reference = explicit.loss_and_grads(img, txt, labels, noise, lam)
+        assert "L_reg" not in fused.loss_and_grads(img, txt, labels, noise, lam, l_reg=False)
+        assert float(terms["L_reg"]) == pytest.approx(float(reference["L_reg"]), rel=1e-12)
+        opt_emb.step(explicit.named("grads", explicit.EMBEDDING_PARTS))
+        if step % 2 == 0:
+            opt_adv.step(explicit.named("grads", explicit.ADVERSARY_PARTS))
+    for k, p in explicit.named("params").items():
+        np.testing.assert_array_equal(fused.named("params")[k], p, err_msg=k)
 
 
 def _reference_terms(model, img, txt, labels, noise):

@@ -53,8 +53,10 @@ def test_a_float32_step_holds_no_float64(overrides):
     for name in ("img_normalize", "txt_normalize", "grl"):
         found.update({f"{name}.{k}": a for k, a in _arrays_of(getattr(model, name)).items()})
     for name, opt in (("opt_emb", trainer.opt_emb), ("opt_adv", trainer.opt_adv)):
-        for slot, arrays in opt.state.items():  # m, v and the scratch buffer
+        for slot, arrays in opt.state.items():  # m and v
             found.update({f"{name}.{slot}.{k}": a for k, a in arrays.items()})
+        for k, buffers in opt.scratch.items():
+            found.update({f"{name}.scratch{i}.{k}": a for i, a in enumerate(buffers)})
     found.update({f"input_stats.{k}": a for k, a in model.input_stats.items()})
     found.update({f"terms.{k}": np.asarray(v) for k, v in terms.items()})
 
@@ -63,7 +65,8 @@ def test_a_float32_step_holds_no_float64(overrides):
         {k: str(dt) for k, dt in floats.items() if dt != np.float32}
     # the check was not vacuous: every kind of array was there to be checked
     for needle in ("params[W]", "params[b]", "grads[W]", "grads[b]", ".0.x", ".1.out", "opt_emb.m.",
-                   "opt_emb.v.", "opt_adv.scratch.", "terms.L_adv", "terms.adv_acc"):
+                   "opt_emb.v.", "opt_emb.scratch1.", "opt_adv.scratch0.", "terms.L_adv", "terms.adv_acc",
+                   "terms.L_reg"):
         assert any(needle in k for k in floats), needle
     if overrides.get("distance", "cosine") == "cosine":
         assert "img_normalize.norm" in floats
@@ -86,21 +89,48 @@ def _plain_adam(p, g, m, v, t, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
 
 
 def test_blocked_adam_is_the_plain_update_bit_for_bit():
+    """Blocks (with their block-long scratch), whole arrays, weight decay on some of them
+    and a strided gradient: the same numbers as the plain update on whole arrays, where
+    weight decay is the gradient plus c p (as loss_and_grads adds L_reg's gradient)."""
     rng = np.random.default_rng(1)
-    shapes = {"big": (3, optim._BLOCK + 17), "small": (5,), "odd": (optim._BLOCK // 2 + 3, 3)}
+    shapes = {"big": (3, optim._BLOCK + 17), "small": (5,), "odd": (optim._BLOCK // 2 + 3, 3),
+              "strided_grad": (2, optim._BLOCK)}
+    decay = {"big": 2e-3, "small": 0.5}
     params = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
     ref = {k: (p.copy(), np.zeros_like(p), np.zeros_like(p)) for k, p in params.items()}
-    opt = Adam(params)
+    opt = Adam(params, weight_decay=decay)
+    assert opt.scratch["big"][0].shape == (optim._BLOCK,) and opt.scratch["small"][0].shape == (5,)
     for t in range(1, 4):
         grads = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
-        opt.step(grads)
+        grads["strided_grad"] = np.asfortranarray(grads["strided_grad"])  # not C-contiguous
+        before = {k: g.copy() for k, g in grads.items()}
+        expected_penalty = sum(c / 2 * np.sum(ref[k][0].astype(np.float64) ** 2) for k, c in decay.items())
+        penalty = opt.step(grads)
+        assert penalty.dtype == np.float32
+        np.testing.assert_allclose(penalty, expected_penalty, rtol=1e-5)
         for k, (p, m, v) in ref.items():
-            _plain_adam(p, grads[k], m, v, t)
+            np.testing.assert_array_equal(grads[k], before[k])  # step leaves the gradients alone
+            g = grads[k] + p * np.float32(decay[k]) if k in decay else grads[k]
+            _plain_adam(p, g, m, v, t)
     for k, (p, m, v) in ref.items():
         np.testing.assert_array_equal(params[k], p)
         np.testing.assert_array_equal(opt.state["m"][k], m)
         np.testing.assert_array_equal(opt.state["v"][k], v)
         assert params[k].dtype == np.float32
+
+
+def test_blocked_sgd_is_the_plain_update_bit_for_bit():
+    rng = np.random.default_rng(4)
+    params = {"big": rng.normal(size=(2, optim._BLOCK + 5)).astype(np.float32)}
+    p, vel = params["big"].copy(), np.zeros_like(params["big"])
+    opt = optim.SGD(params, lr=0.1, momentum=0.5)
+    for _ in range(3):
+        g = rng.normal(size=p.shape).astype(np.float32)
+        opt.step({"big": g})
+        vel *= 0.5
+        vel += g
+        p -= vel * np.float32(0.1)
+    np.testing.assert_array_equal(params["big"], p)
 
 
 def test_adam_updates_a_non_contiguous_parameter_in_place():
