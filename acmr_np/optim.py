@@ -142,9 +142,9 @@ class Adam(_Optimizer):
     gradient (``grads`` itself is left as it is), and ``step`` returns the penalty's
     value, summed over those parameters, at the weights the gradients belong to (the
     weights before this update). ACMR's L_reg = l2 ||W||^2 (Eq. 7) is this penalty with
-    c = 2 l2 (model.Trainer). Done here, it costs two passes over blocks already in
-    cache; done in the loss, it costs passes over every weight and its gradient in main
-    memory (docs/PERFORMANCE.md).
+    c = 2 l2 (model.Trainer). Done here, it costs a dot product and two passes over
+    blocks already in cache; done in the loss, it costs passes over every weight and its
+    gradient in main memory (docs/PERFORMANCE.md).
     """
     slots = ("m", "v")
     n_scratch = 2
