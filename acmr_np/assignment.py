@@ -171,7 +171,8 @@ EXERCISES = (
              "coefficient c (never change grads[k] itself); update self.state['m'][k] and "
              "self.state['v'][k] in place (moving averages of g and g^2), then the parameter "
              "in place with the bias-corrected step of the docstring; return the sum of "
-             "c/2 ||p||^2 over the decayed parameters, taken before their update (0 if none)",
+             "c/2 ||p||^2 over the decayed parameters, taken before their update, as a "
+             "0-d array on the parameters' backend (a zero if none: train.py stacks it)",
              ("tests/test_optim.py::test_adam_matches_textbook_form",
               "tests/test_optim.py::test_adam_weight_decay_is_an_l2_penalty_in_the_gradient",
               "tests/test_optim.py::test_state_dict_round_trip_continues_bit_for_bit")),
@@ -192,7 +193,8 @@ EXERCISES = (
              "docstring. With l_reg=False leave L_reg out: no 'L_reg' key, no 2 l2 W",
              ("tests/test_model.py::test_whole_objective_gradient",
               "tests/test_model.py::test_projectors_receive_the_reversed_adversarial_gradient",
-              "tests/test_model.py::test_loss_values_against_an_independent_reference"),
+              "tests/test_model.py::test_loss_values_against_an_independent_reference",
+              "tests/test_model.py::test_loss_and_grads_without_l_reg"),
              (1, 2, 5, 7, 8, 10, 11)),
     Exercise(15, "train_step", "model.py", "Trainer.train_step", "", 2, 20,
              "Algorithm 1 of the paper: one forward and backward pass feeds two players, each "

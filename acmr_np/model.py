@@ -170,6 +170,7 @@ class ACMR:
     # ---- parameter bookkeeping ------------------------------------------------
     EMBEDDING_PARTS = ("img_projector", "txt_projector", "label_classifier")  # the "generator", Eq. 9
     ADVERSARY_PARTS = ("modality_classifier",)                                # the "discriminator", Eq. 10
+    L_REG_PARTS = ("img_projector", "txt_projector")                          # L_reg penalises their weights, Eq. 7
     PARTS = EMBEDDING_PARTS + ADVERSARY_PARTS
 
     def named(self, which, parts=PARTS):
@@ -281,7 +282,8 @@ class ACMR:
         #    temporary); its gradient 2 l2 W is added to each weight's gradient below.
         #    With l_reg=False the caller's optimiser does both, as weight decay (Trainer).
         terms = {"L_imi": l_imi, "L_imd": l_imd, "L_adv": l_adv, "adv_acc": adv_acc}
-        reg_layers = self.img_projector.linears() + self.txt_projector.linears() if l_reg else []
+        reg_layers = [layer for part in self.L_REG_PARTS for layer in getattr(self, part).linears()] \
+            if l_reg else []
         if l_reg:
             terms["L_reg"] = c.l2 * sum(xp.dot(layer.params["W"].ravel(), layer.params["W"].ravel())
                                         for layer in reg_layers)
@@ -300,8 +302,8 @@ class ACMR:
 
     def l_reg_weights(self):
         """The names, as in named("params"), of the weights L_reg (Eq. 7) penalises: the
-        projectors' weight matrices."""
-        return [f"{part}.{i}.W" for part in ("img_projector", "txt_projector")
+        weight matrices of the L_REG_PARTS' Linear layers."""
+        return [f"{part}.{i}.W" for part in self.L_REG_PARTS
                 for i, layer in enumerate(getattr(self, part).layers) if isinstance(layer, Linear)]
 
 
@@ -314,11 +316,13 @@ class Trainer:
     embedding player's optimiser: in the authors' demo it was in none.
 
     L_reg (Eq. 7) is the embedding player's weight decay: l2 ||W||^2 is Adam's penalty
-    (c/2) ||W||^2 with c = 2 l2, on the weights ACMR.l_reg_weights names. Adam adds its
-    gradient 2 l2 W in the pass it makes over W anyway and returns its value, so the step
-    asks loss_and_grads for everything else (l_reg=False). The gradients, and so the
-    training, are the same bit for bit as with loss_and_grads's own L_reg
-    (tests/test_model.py); only main-memory traffic is saved (docs/PERFORMANCE.md).
+    (c/2) ||W||^2 with c = 2 l2, on the weights ACMR.l_reg_weights names. Adam updates
+    with g + 2 l2 W, computed in the pass it makes over W anyway, and returns L_reg's
+    value, so the step asks loss_and_grads for everything else (l_reg=False; the layers'
+    grads then lack the 2 l2 W). The parameters after each step are the same, bit for
+    bit, as with loss_and_grads's own L_reg (tests/test_model.py; the logged L_reg can
+    differ in its last digits, summed in another order); only main-memory traffic is
+    saved (docs/PERFORMANCE.md).
     """
 
     def __init__(self, model):
@@ -334,7 +338,7 @@ class Trainer:
         m = self.model
         lam = m.config.lam_at(progress)
         terms = m.loss_and_grads(img, txt, labels, noise, lam, l_reg=False)
-        terms["L_reg"] = self.opt_emb.step(m.named("grads", m.EMBEDDING_PARTS))  # adds L_reg's gradient
+        terms["L_reg"] = self.opt_emb.step(m.named("grads", m.EMBEDDING_PARTS))  # its update includes L_reg
         if self.step_count % m.config.k == 0:
             self.opt_adv.step(m.named("grads", m.ADVERSARY_PARTS))
         self.step_count += 1
@@ -354,7 +358,10 @@ class Trainer:
         m = self.model
         load_model_arrays(m, d)
         for prefix, opt in (("opt_emb/", self.opt_emb), ("opt_adv/", self.opt_adv)):
-            opt.load_state_dict({k[len(prefix):]: v for k, v in d.items() if k.startswith(prefix)})
+            try:
+                opt.load_state_dict({k[len(prefix):]: v for k, v in d.items() if k.startswith(prefix)})
+            except ValueError as exc:
+                raise InputError(f"checkpoint does not fit this model: {prefix[:-1]}: {exc}") from None
         self.step_count = int(d["step_count"])
 
 

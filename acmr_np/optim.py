@@ -19,11 +19,11 @@ from .backend import get_array_module, to_device, to_host
 
 
 # Elements per block of an elementwise update on the CPU. A large parameter is updated
-# one block at a time: the blocks of p, g, m and v (4 x 256 KiB) and the scratch
-# buffers, which are one block long and reused for every block, stay in a core's L2
-# cache while the update makes its dozen passes over them. So p, g, m and v are read
-# from main memory once per step (and p, m, v written once) instead of once per pass
-# (19.7 -> 14.3 ms a step for the 11.2 M parameters of the deep setting on a 2-core
+# one block at a time: the blocks of p, g, m and v (256 KiB each in float32) and the
+# scratch buffers, which are one block long and reused for every block, stay in the
+# core's caches while the update makes its dozen passes over them. So p, g, m and v are
+# read from main memory once per step (and p, m, v written once) instead of once per
+# pass (19.7 -> 14.3 ms a step for the 11.2 M parameters of the deep setting on a 2-core
 # Zen 5; docs/PERFORMANCE.md). The result is the same, bit for bit.
 _BLOCK = 1 << 16
 
@@ -43,14 +43,19 @@ def _scratch(p, n):
 
 
 def _blocks(arrays, scratch):
-    """Matching blocks of a parameter and its same-shaped companions (gradient, state),
-    each followed by the scratch buffers cut to the block's length: views, so updating a
-    block updates the array. A parameter updated whole comes back as one "block"."""
+    """Pairs (arrays' block, scratch's block), one per block of the parameter:
+    arrays = (p, g, *state) are the parameter, its gradient and its same-shaped state
+    arrays, scratch the optimiser's buffers for p (cut to the block's length). Views, so
+    updating a block updates the array. A parameter updated whole comes back as one pair
+    of the whole arrays."""
     if not _blockwise(arrays[0]):
-        return [tuple(arrays) + tuple(scratch)]
-    flat = [numpy.ascontiguousarray(a).reshape(-1) for a in arrays]  # (a strided gradient is copied)
-    n = flat[0].size
-    return [tuple(a[i:i + _BLOCK] for a in flat) + tuple(s[:min(_BLOCK, n - i)] for s in scratch)
+        return [(tuple(arrays), tuple(scratch))]
+    p, g, *state = arrays
+    # p is C-contiguous (_blockwise) and so are its state arrays (zeros_like(p)), so these
+    # reshapes are views; only a strided gradient, which is only read, is copied.
+    flat = [p.reshape(-1), numpy.ascontiguousarray(g).reshape(-1)] + [a.reshape(-1) for a in state]
+    n = p.size
+    return [(tuple(a[i:i + _BLOCK] for a in flat), tuple(s[:min(_BLOCK, n - i)] for s in scratch))
             for i in range(0, n, _BLOCK)]
 
 
@@ -90,9 +95,15 @@ class _Optimizer:
         return out
 
     def load_state_dict(self, d):
-        missing = sorted(({f"{s}/{k}" for s in self.slots for k in self.params} | {"t"}) - set(d))
-        if missing:
-            raise ValueError(f"{type(self).__name__}: the saved state lacks {missing[:5]}")
+        want = {f"{s}/{k}" for s in self.slots for k in self.params} | {"t"}
+        if set(d) != want:
+            raise ValueError(f"{type(self).__name__}: the saved state does not fit: missing "
+                             f"{sorted(want - set(d))[:5]}, unexpected {sorted(set(d) - want)[:5]}")
+        for s in self.slots:
+            for k, a in self.state[s].items():
+                if tuple(d[f"{s}/{k}"].shape) != tuple(a.shape):
+                    raise ValueError(f"{type(self).__name__}: the saved {s}/{k} has shape "
+                                     f"{tuple(d[f'{s}/{k}'].shape)}, the parameter {tuple(a.shape)}")
         self.t = int(d["t"])
         for s in self.slots:
             for k, a in self.state[s].items():
@@ -118,7 +129,7 @@ class SGD(_Optimizer):
         self._check(grads)
         self.t += 1
         for k in self.params:
-            for p, g, v, s in _blocks(self._arrays(k, grads), self.scratch[k]):  # views, updated in place
+            for (p, g, v), (s,) in _blocks(self._arrays(k, grads), self.scratch[k]):  # views, updated in place
                 v *= self.momentum
                 v += g
                 get_array_module(p).multiply(v, self.lr, out=s)
@@ -147,7 +158,6 @@ class Adam(_Optimizer):
     gradient in main memory (docs/PERFORMANCE.md).
     """
     slots = ("m", "v")
-    n_scratch = 2
 
     def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=None):
         super().__init__(params, lr)
@@ -160,6 +170,8 @@ class Adam(_Optimizer):
             raise ValueError(f"Adam: weight_decay names parameters it does not optimise: {unknown}")
         if not all(c >= 0 for c in self.weight_decay.values()):
             raise ValueError(f"Adam: weight decay coefficients must be >= 0, got {self.weight_decay}")
+        for k in self.weight_decay:  # a second buffer, for g + c p
+            self.scratch[k] += _scratch(params[k], 1)
 
     def step(self, grads):
         """Update every parameter in place. Returns the weight-decay penalty
@@ -175,11 +187,15 @@ class Adam(_Optimizer):
         penalty = get_array_module(first).zeros((), dtype=first.dtype)
         for k in self.params:
             c = self.weight_decay.get(k, 0.0)
-            for p, g, m, v, s, g_pen in _blocks(self._arrays(k, grads), self.scratch[k]):  # views
+            for (p, g, m, v), scratch in _blocks(self._arrays(k, grads), self.scratch[k]):  # views
                 xp = get_array_module(p)
+                s = scratch[0]
                 if c:
-                    # the penalty (c/2) ||p||^2, and g + c p in g_pen, while p is in cache
+                    # The penalty (c/2) ||p||^2, and the penalised gradient g + c p, while p
+                    # is in cache. g + c p goes to a scratch buffer and the update below reads
+                    # it as g: the caller's gradient array is never written.
                     penalty = penalty + (c / 2) * xp.vdot(p, p)
+                    g_pen = scratch[1]
                     xp.multiply(p, c, out=g_pen)
                     g_pen += g
                     g = g_pen

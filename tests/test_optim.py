@@ -105,8 +105,11 @@ def test_bad_settings_and_names():
         Adam({"x": np.zeros(2)}, weight_decay={"y": 0.1})
     with pytest.raises(ValueError, match="coefficients must be >= 0"):
         Adam({"x": np.zeros(2)}, weight_decay={"x": -0.1})
-    with pytest.raises(ValueError, match=r"the saved state lacks \['v/x'\]"):
-        opt.load_state_dict({"t": 1, "m/x": np.zeros(2)})
+    with pytest.raises(ValueError, match=r"does not fit: missing \['v/x'\], unexpected \['v/y'\]"):
+        opt.load_state_dict({"t": 1, "m/x": np.zeros(2), "v/y": np.zeros(2)})
+    with pytest.raises(ValueError, match=r"the saved v/x has shape \(3,\), the parameter \(2,\)"):
+        opt.load_state_dict({"t": 1, "m/x": np.zeros(2), "v/x": np.zeros(3)})
+    assert opt.t == 0  # nothing was loaded
 
 
 def test_float32_stays_float32():

@@ -94,12 +94,16 @@ def test_blocked_adam_is_the_plain_update_bit_for_bit():
     weight decay is the gradient plus c p (as loss_and_grads adds L_reg's gradient)."""
     rng = np.random.default_rng(1)
     shapes = {"big": (3, optim._BLOCK + 17), "small": (5,), "odd": (optim._BLOCK // 2 + 3, 3),
-              "strided_grad": (2, optim._BLOCK)}
-    decay = {"big": 2e-3, "small": 0.5}
+              "strided_grad": (2, optim._BLOCK + 3)}
+    decay = {"big": 2e-3, "small": 0.5, "strided_grad": 0.1}
     params = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
     ref = {k: (p.copy(), np.zeros_like(p), np.zeros_like(p)) for k, p in params.items()}
     opt = Adam(params, weight_decay=decay)
-    assert opt.scratch["big"][0].shape == (optim._BLOCK,) and opt.scratch["small"][0].shape == (5,)
+    # scratch: one block long for blocked parameters, whole for small ones; the second
+    # buffer (g + c p) only where there is weight decay
+    assert [s.shape for s in opt.scratch["big"]] == [(optim._BLOCK,)] * 2
+    assert [s.shape for s in opt.scratch["small"]] == [(5,)] * 2
+    assert [s.shape for s in opt.scratch["odd"]] == [(optim._BLOCK,)]
     for t in range(1, 4):
         grads = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
         grads["strided_grad"] = np.asfortranarray(grads["strided_grad"])  # not C-contiguous
