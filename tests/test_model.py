@@ -146,6 +146,15 @@ def test_training_changes_every_parameter_group_and_k_schedule():
     np.testing.assert_array_equal(adv_before[2], adv_before[3])
 
 
+def test_trainer_state_that_does_not_fit_is_a_clear_error():
+    model = _setup()[0]
+    state = Trainer(model).state_dict()
+    del state["opt_emb/v/img_projector.0.W"]
+    with pytest.raises(InputError, match=r"checkpoint does not fit this model: opt_emb: .*"
+                                         r"missing \['v/img_projector.0.W'\]"):
+        Trainer(model).load_state_dict(state)
+
+
 def test_loss_and_grads_without_l_reg():
     """l_reg=False leaves out L_reg's value and its gradient 2 l2 W, and nothing else."""
     model, img, txt, labels, noise = _setup(l2=0.05)
