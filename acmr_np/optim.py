@@ -60,8 +60,7 @@ def _blocks(arrays, scratch):
 
 
 class _Optimizer:
-    slots = ()      # names of the per-parameter state arrays
-    n_scratch = 1   # scratch buffers per parameter
+    slots = ()  # names of the per-parameter state arrays
 
     def __init__(self, params, lr):
         if not params:
@@ -71,7 +70,7 @@ class _Optimizer:
         self.params, self.lr, self.t = params, float(lr), 0
         self.state = {s: {k: get_array_module(p).zeros_like(p) for k, p in params.items()}
                       for s in self.slots}
-        self.scratch = {k: _scratch(p, self.n_scratch) for k, p in params.items()}
+        self.scratch = {k: _scratch(p, 1) for k, p in params.items()}  # for intermediate terms
 
     def _check(self, grads):
         if grads.keys() != self.params.keys():
@@ -175,8 +174,7 @@ class Adam(_Optimizer):
 
     def step(self, grads):
         """Update every parameter in place. Returns the weight-decay penalty
-        sum_k c_k/2 ||p_k||^2 (a 0-d array or scalar on the parameters' backend; 0 without
-        weight decay)."""
+        sum_k c_k/2 ||p_k||^2 on the parameters' backend (a zero without weight decay)."""
         self._check(grads)
         self.t += 1
         b1, b2 = self.beta1, self.beta2
