@@ -161,7 +161,7 @@ def cosine_similarity(queries, gallery):
 
 
 def average_precisions(query_emb, query_labels, gallery_emb, gallery_labels,
-                       k=None, chunk_size=1024):
+                       k=None, chunk_size=256):
     """Average precision of every query against the whole gallery.
 
     query_emb (nq, d), query_labels (nq,) integer classes, gallery_emb (ng, d),
@@ -207,13 +207,13 @@ def _average_precisions(query_emb, query_labels, gallery_emb, gallery_labels, ks
 
 
 def mean_average_precision(query_emb, query_labels, gallery_emb, gallery_labels,
-                           k=None, chunk_size=1024):
+                           k=None, chunk_size=256):
     """mAP: the mean over queries of ``average_precisions`` (same arguments) as a float."""
     return float(average_precisions(query_emb, query_labels, gallery_emb,
                                     gallery_labels, k=k, chunk_size=chunk_size).mean())
 
 
-def paired_map(img_emb, txt_emb, labels, chunk_size=1024):
+def paired_map(img_emb, txt_emb, labels, chunk_size=256):
     """The average of img->txt and txt->img mAP@all on one split of pairs: the number
     that selects the best epoch and CCA's components on validation.
     img_emb (n, m), txt_emb (n, m), labels (n,) -> float."""
@@ -222,7 +222,7 @@ def paired_map(img_emb, txt_emb, labels, chunk_size=1024):
 
 
 def precision_at_k(query_emb, query_labels, gallery_emb, gallery_labels, ks,
-                   chunk_size=1024):
+                   chunk_size=256):
     """Mean precision@k over queries for each k in ks.
 
     Shapes as in ``average_precisions``; ks: a sequence of ints with 1 <= k <= ng.
@@ -249,7 +249,7 @@ def precision_at_k(query_emb, query_labels, gallery_emb, gallery_labels, ks,
 
 
 def precision_recall_curve(query_emb, query_labels, gallery_emb, gallery_labels,
-                           chunk_size=1024):
+                           chunk_size=256):
     """Mean precision@r and recall@r over queries for every cut-off r = 1..ng.
 
     Shapes as in ``average_precisions``. Returns (precision, recall), host float64
@@ -273,7 +273,7 @@ def precision_recall_curve(query_emb, query_labels, gallery_emb, gallery_labels,
     return to_host(precision_sum / nq), to_host(recall_sum / nq)
 
 
-def evaluate_retrieval(img_emb, txt_emb, labels, k=50, chunk_size=1024):
+def evaluate_retrieval(img_emb, txt_emb, labels, k=50, chunk_size=256):
     """Both retrieval directions on one split, as reported in ACMR.md section 7.
 
     img_emb (n, d) and txt_emb (n, d) are the paired common-space embeddings of one

@@ -149,7 +149,7 @@ def plot_training_curves(history, path):
 
 # ---- precision-recall and precision@k -------------------------------------------------
 
-def retrieval_curves(img_emb, txt_emb, labels, chunk_size=1024):
+def retrieval_curves(img_emb, txt_emb, labels, chunk_size=256):
     """Precision-recall and precision@k data of one method on one paired split.
 
     img_emb (n, m), txt_emb (n, m), labels (n,), any backend. Returns

@@ -128,7 +128,7 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=20000, help="queries = gallery items per direction")
     p.add_argument("--dim", type=int, default=200)
     p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--chunk-size", type=int, default=1024, help="acmr_np's queries per chunk")
+    p.add_argument("--chunk-size", type=int, default=256, help="acmr_np's queries per chunk")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
     p.add_argument("--quick", action="store_true", help="5,000 x 5,000 instead of --n")
     p.add_argument("--seed", type=int, default=0)
