@@ -282,9 +282,9 @@ class ACMR:
         #    temporary); its gradient 2 l2 W is added to each weight's gradient below.
         #    With l_reg=False the caller's optimiser does both, as weight decay (Trainer).
         terms = {"L_imi": l_imi, "L_imd": l_imd, "L_adv": l_adv, "adv_acc": adv_acc}
-        reg_layers = [layer for part in self.L_REG_PARTS for layer in getattr(self, part).linears()] \
-            if l_reg else []
+        reg_layers = []
         if l_reg:
+            reg_layers = [layer for part in self.L_REG_PARTS for layer in getattr(self, part).linears()]
             terms["L_reg"] = c.l2 * sum(xp.dot(layer.params["W"].ravel(), layer.params["W"].ravel())
                                         for layer in reg_layers)
 
