@@ -23,7 +23,6 @@ embeddings were made (host RSS; on CuPy also the device memory held by CuPy's po
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -38,13 +37,12 @@ except ImportError:  # `python benchmarks/bench_eval.py` from a checkout without
 from acmr_np.backend import BACKENDS, backend_name, get_backend, to_host  # noqa: E402
 from acmr_np.errors import InputError  # noqa: E402
 
+# The helpers both benchmarks share (device sync, peak memory, GiB, the machine's
+# description) live in bench_train, next to this file.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_train import describe_machine, gib, peak_rss_bytes, synchronize  # noqa: E402
+
 METHODS = ("acmr_np", "baseline")
-
-
-def synchronize(xp):
-    """Wait for the device to finish queued work (CuPy runs asynchronously); no-op on NumPy."""
-    if backend_name(xp) == "cupy":
-        xp.cuda.Device().synchronize()
 
 
 def current_rss_bytes():
@@ -54,12 +52,6 @@ def current_rss_bytes():
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError):
         return 0
-
-
-def peak_rss_bytes():
-    """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def make_embeddings(n, dim, n_classes, seed):
@@ -118,10 +110,6 @@ def run_method(method, backend, n, dim, n_classes, chunk_size, seed):
     return out
 
 
-def gib(nbytes):
-    return f"{nbytes / 2 ** 30:.2f} GiB"
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--backend", default="numpy", choices=BACKENDS)
@@ -148,9 +136,6 @@ def main(argv=None):
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods or any(m not in METHODS for m in methods):
         p.error(f"--methods: expected some of {', '.join(METHODS)}, got {args.methods!r}")
-
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from bench_train import describe_machine  # the same machine description as bench_train
 
     print("\n".join(describe_machine(get_backend(args.backend))))
     print(f"mAP@all, {n} queries x {n} gallery items, {args.dim}-d float32, {args.classes} classes, "
