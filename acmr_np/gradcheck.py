@@ -53,6 +53,24 @@ def relative_error(analytic, numeric):
     return float((xp.abs(a - n) / xp.maximum(1e-8, xp.abs(a) + xp.abs(n))).max())
 
 
+def scaled_error(analytic, numeric):
+    """max |a - n| / max(1e-8, max(|a| + |n|)): the worst elementwise difference measured
+    against the array's own scale, as a Python float.
+
+    For a whole model the numerical gradient of every element carries the same absolute
+    round-off (about eps |f| / h), so ``relative_error`` of an element 1000 times smaller
+    than its neighbours sits at the noise floor even when the backward is right. This
+    measure keeps a wrong gradient of any block that matters in view (its error is then
+    of order 1) without failing a right one on rounding.
+    """
+    xp = get_array_module(analytic, numeric)
+    a = xp.asarray(analytic, dtype=numpy.float64)
+    n = xp.asarray(numeric, dtype=numpy.float64)
+    if a.shape != n.shape:
+        raise ValueError(f"scaled_error: shapes differ, {a.shape} vs {n.shape}")
+    return float(xp.abs(a - n).max() / max(1e-8, float((xp.abs(a) + xp.abs(n)).max())))
+
+
 def layer_errors(layer, x, dout, h=1e-5):
     """Relative errors of a layer's backward against numerical gradients.
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from acmr_np import layers
-from acmr_np.gradcheck import layer_errors, numerical_gradient, relative_error
+from acmr_np.gradcheck import layer_errors, numerical_gradient, relative_error, scaled_error
 
 
 def test_numerical_gradient_of_known_function():
@@ -23,6 +23,19 @@ def test_relative_error_measure():
     assert relative_error(np.array([0.0]), np.array([0.0])) == 0.0
     with pytest.raises(ValueError, match="shapes differ"):
         relative_error(np.zeros(2), np.zeros(3))
+
+
+def test_scaled_error_measure():
+    # hand-computed: max |a - n| = 0.5 (second entry), max(|a| + |n|) = 2 + 2.5 = 4.5
+    a, n = np.array([1e-6, 2.0, -1.0]), np.array([2e-6, 2.5, -1.0])
+    assert scaled_error(a, n) == pytest.approx(0.5 / 4.5)
+    # the tiny first entry is off by a factor 2: elementwise that is an error of 1/3,
+    # against the array's scale it is noise
+    assert relative_error(a[:1], n[:1]) == pytest.approx(1 / 3)
+    assert scaled_error(a, np.array([2e-6, 2.0, -1.0])) == pytest.approx(1e-6 / 4.0)
+    assert scaled_error(np.zeros(3), np.zeros(3)) == 0.0
+    with pytest.raises(ValueError, match="shapes differ"):
+        scaled_error(np.zeros(2), np.zeros(3))
 
 
 class OnesUpstreamLinear(layers.Linear):
