@@ -24,10 +24,10 @@ import numpy
 from . import data as data_module
 from .backend import BACKENDS, get_backend
 from .cli import ArgumentParser, output_file, run_main
+from .config import ACMRConfig, TrainConfig
 from .errors import InputError
 from .files import write_json
-from .model import ACMRConfig
-from .train import DEFAULT_BATCH, DEFAULT_EPOCHS, Run
+from .training import evaluate, fit
 
 ABLATIONS = {
     "full ACMR": {},
@@ -40,17 +40,20 @@ DIRECTIONS = ("map_img2txt", "map_txt2img", "map_avg")
 PROG, OUTPUT = "python -m acmr_np.ablations", "ablations.json"
 
 
-def run_ablations(data_path, seeds, *, base=None, epochs=DEFAULT_EPOCHS, batch_size=DEFAULT_BATCH,
-                  xp=numpy, variants=tuple(ABLATIONS), log=None):
-    """Train every variant for every seed. Returns {variant: [test metrics per seed]}."""
+def run_ablations(data_path, seeds, *, base=None, train=None, variants=tuple(ABLATIONS), log=None):
+    """Train every variant for every seed. Returns {variant: [test metrics per seed]}.
+    base: the ACMRConfig the variants change (default: the defaults); train: a
+    TrainConfig whose seed is replaced by each of ``seeds``."""
     base = base or ACMRConfig()
+    train = train or TrainConfig()
     results = {}
     for name in variants:
         cfg = dataclasses.replace(base, **ABLATIONS[name])
         results[name] = []
         for seed in seeds:
-            data = data_module.load_dataset(data_path, seed=seed)
-            metrics = Run(data, cfg, epochs=epochs, batch_size=batch_size, seed=seed, xp=xp).fit()
+            data = data_module.load_dataset(data_path, seed=seed, val_fraction=train.val_fraction)
+            model, _ = fit(data, cfg, dataclasses.replace(train, seed=seed))
+            metrics = evaluate(model, data.test)
             results[name].append(metrics)
             if log:
                 log(f"{name:14s} seed {seed}: average mAP@all {metrics['map_avg']:.4f}")
@@ -81,19 +84,21 @@ def _main(argv):
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--data", default=None, help="data set (default: synthetic)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
+    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     p.add_argument("--backend", default="numpy", choices=BACKENDS)
     p.add_argument("--variants", nargs="+", default=list(ABLATIONS), choices=list(ABLATIONS), metavar="NAME",
                    help=f"a subset of: {', '.join(repr(v) for v in ABLATIONS)}")
     p.add_argument("--out", default=None, help="write ablations.json into this folder")
     args = p.parse_args(argv)
-    if args.epochs <= 0 or args.batch_size <= 0:
-        raise InputError("--epochs and --batch-size must be positive")
-    xp = get_backend(args.backend)
+    try:
+        train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, backend=args.backend)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    get_backend(args.backend)
     path = output_file(args.out, OUTPUT) if args.out else None  # checked before any training
-    results = run_ablations(args.data, args.seeds, epochs=args.epochs, batch_size=args.batch_size, xp=xp,
-                            variants=args.variants, log=lambda line: print(line, flush=True))
+    results = run_ablations(args.data, args.seeds, train=train, variants=args.variants,
+                            log=lambda line: print(line, flush=True))
     summary = summarize(results)
     if path:
         write_json(path, {"data": args.data, "seeds": args.seeds, "epochs": args.epochs, "runs": results,

@@ -164,56 +164,49 @@ EXERCISES = (
              "for every name k: update the velocity self.state['velocity'][k] and then the "
              "parameter self.params[k] IN PLACE (v *= ..., p -= ...), never rebinding them",
              ("tests/test_optim.py::test_sgd_momentum_matches_textbook_form",)),
-    Exercise(13, "adam", "optim.py", "Adam.step", "self.t += 1", 2, 25,
-             "Adam: two moving averages, bias correction, in-place updates, and weight decay "
-             "as an L2 penalty in the gradient",
-             "for every name k: g = grads[k], plus c * p if self.weight_decay gives k a "
-             "coefficient c (never change grads[k] itself); update self.state['m'][k] and "
-             "self.state['v'][k] in place (moving averages of g and g^2), then the parameter "
-             "in place with the bias-corrected step of the docstring; return the sum of "
-             "c/2 ||p||^2 over the decayed parameters, taken before their update, as a "
-             "0-d array on the parameters' backend (a zero if none: train.py stacks it)",
+    Exercise(13, "adam", "optim.py", "Adam.step", "b1, b2 = self.beta1", 2, 25,
+             "Adam: two moving averages, their bias correction, and in-place updates",
+             "for every name k: update self.state['m'][k] and self.state['v'][k] in place "
+             "(moving averages of g = grads[k] and of g^2), then the parameter in place with "
+             "the bias-corrected step of the docstring (m_hat, v_hat); return nothing",
              ("tests/test_optim.py::test_adam_matches_textbook_form",
-              "tests/test_optim.py::test_adam_weight_decay_is_an_l2_penalty_in_the_gradient",
               "tests/test_optim.py::test_state_dict_round_trip_continues_bit_for_bit")),
-    Exercise(14, "acmr", "model.py", "ACMR.loss_and_grads", "s = xp.concatenate", 6, 120,
+    Exercise(14, "acmr", "model.py", "ACMR.loss_and_grads", "B = img.shape[0]", 6, 120,
              "the whole ACMR objective and its backward pass: the shared label classifier "
              "(L_imd), triplets across modalities on unit vectors (L_imi), the modality "
              "classifier behind the GRL (L_adv), weight decay (L_reg), and one backward pass "
              "that serves both players",
-             "s (2B, m) holds the images' then the texts' embeddings. Compute L_imd (label "
+             "project both modalities (self.img_projector / self.txt_projector take the raw "
+             "features) and stack them as s (2B, m), images first. Compute L_imd (label "
              "classifier on s, labels twice, x2 as Eq. 2 sums both modalities), L_imi (both "
              "directions with self._imi_one_direction, on self.img_normalize/txt_normalize "
              "outputs when config.distance is 'cosine'; 0 when noise is None), L_adv (set "
              "self.grl.lam = lam; modality classifier on self.grl.forward(s), images label 0, "
-             "texts 1, x2), adv_acc and L_reg (config.l2 * sum ||W||^2 of the projectors' "
-             "weights); then backward: d_s from the label classifier (x beta), through the "
-             "modality classifier and the GRL, plus alpha x the L_imi part; split d_s into the "
-             "two projectors; add 2 l2 W to their weight gradients; return the dict of the "
-             "docstring. With l_reg=False leave L_reg out: no 'L_reg' key, no 2 l2 W",
+             "texts 1, x2), adv_acc and, when l_reg, L_reg with losses.l2_penalty on the "
+             "projectors' weight matrices; then backward: d_s from the label classifier (x beta), "
+             "through the modality classifier and the GRL, plus alpha x the L_imi part; split "
+             "d_s into the two projectors; add L_reg's gradients to their weight gradients; "
+             "return the dict of the docstring",
              ("tests/test_model.py::test_whole_objective_gradient",
               "tests/test_model.py::test_projectors_receive_the_reversed_adversarial_gradient",
               "tests/test_model.py::test_loss_values_against_an_independent_reference",
               "tests/test_model.py::test_loss_and_grads_without_l_reg"),
-             (1, 2, 5, 7, 8, 10, 11)),
-    Exercise(15, "train_step", "model.py", "Trainer.train_step", "", 2, 20,
+             (1, 2, 5, 7, 8, 9, 10, 11)),
+    Exercise(15, "train_step", "trainer.py", "Trainer.train_step", "", 2, 20,
              "Algorithm 1 of the paper: one forward and backward pass feeds two players, each "
              "with its own optimiser; the embedding player steps every step, the modality "
              "classifier every k-th; lambda follows its schedule over training",
              "lam = the schedule's value at this progress (self.model.config.lam_at); one "
-             "self.model.loss_and_grads(..., lam, l_reg=False) fills every gradient but L_reg's "
-             "(self.opt_emb applies L_reg as weight decay, see the class docstring); then "
+             "self.model.loss_and_grads(img, txt, labels, noise, lam) fills every gradient; then "
              "self.opt_emb.step with the embedding player's gradients (model.named('grads', "
-             "model.EMBEDDING_PARTS)) on every step, its return value being terms['L_reg'], "
-             "and self.opt_adv.step with the modality classifier's "
-             "(model.ADVERSARY_PARTS) only on steps 0, k, 2k, ... (self.step_count % k == 0, "
-             "k = config.k); then self.step_count += 1 (train.py reads it, checkpoints save it); "
-             "return (terms, lam)",
-             ("tests/test_model.py::test_training_changes_every_parameter_group_and_k_schedule",
-              "tests/test_model.py::test_trainer_weight_decay_is_the_explicit_l_reg_bit_for_bit",
-              "tests/test_train.py::test_train_writes_outputs_and_is_deterministic",
-              "tests/test_train.py::test_resume_after_interrupt_equals_uninterrupted_run"),
-             (1, 2, 5, 7, 8, 10, 11, 13, 14)),
+             "model.EMBEDDING_PARTS)) on every step, and self.opt_adv.step with the modality "
+             "classifier's (model.ADVERSARY_PARTS) only on steps 0, k, 2k, ... "
+             "(self.step_count % k == 0, k = config.k); then self.step_count += 1 (checkpoints "
+             "save it); return (terms, lam)",
+             ("tests/test_model.py::test_train_step_follows_the_lambda_schedule",
+              "tests/test_model.py::test_training_changes_every_parameter_group_and_k_schedule",
+              "tests/test_model.py::test_fast_trainer_is_the_textbook_trainer_bit_for_bit"),
+             (1, 2, 5, 7, 8, 9, 10, 11, 13, 14)),
 )
 BY_NUMBER = {e.number: e for e in EXERCISES}
 BY_KEY = {e.key: e for e in EXERCISES}

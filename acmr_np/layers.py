@@ -28,6 +28,43 @@ def _check_2d(x, width, who):
         raise ValueError(f"{who}: expected input of shape {want}, got {tuple(x.shape)}")
 
 
+class Standardize:
+    """Per-feature standardisation y = (x - mean) / std, with statistics fitted on the
+    training set (``fit``), not learnt.   forward: x (N, D) -> y (N, D).
+
+    tanh layers need inputs of unit scale, and raw features rarely have it (the classic
+    Wikipedia image features are histograms whose entries are around 1/128). Kept as the
+    first layer of each projector, the map travels with the model: training, evaluation
+    and new data all go through exactly the same one. ``forward`` also moves its input to
+    the layer's backend and dtype, so raw host features of any float dtype can be given.
+    Before ``fit`` it is the identity (mean 0, std 1).
+    """
+
+    def __init__(self, dim, *, xp=numpy, dtype=numpy.float32):
+        self.params, self.grads = {}, {}
+        self.dim = int(dim)
+        self.mean, self.std = xp.zeros(self.dim, dtype), xp.ones(self.dim, dtype)
+
+    def fit(self, x):
+        """Set mean and std from training features x (n, D), computed in float64; a
+        constant feature gets std 1 (it is then only shifted to 0)."""
+        _check_2d(x, self.dim, f"Standardize({self.dim}).fit")
+        xp = get_array_module(self.mean)
+        x = to_device(x, xp, numpy.float64)
+        std = x.std(axis=0)
+        self.mean[...] = x.mean(axis=0)
+        self.std[...] = xp.where(std > 1e-12, std, 1.0)
+
+    def forward(self, x):
+        _check_2d(x, self.dim, f"Standardize({self.dim})")
+        x = to_device(x, get_array_module(self.mean), self.mean.dtype)
+        return (x - self.mean) / self.std
+
+    def backward(self, dout):
+        # y = (x - mean) / std elementwise, so dy/dx = 1 / std
+        return dout / self.std
+
+
 class Linear:
     """Affine map y = x W + b.
 

@@ -76,16 +76,22 @@ def cross_entropy(probs, labels):
     return loss, dprobs
 
 
-def _check_triplet(anchor, positive, negative, who):
+def _check_triplet(anchor, positive, negative, who, mask):
     if not (anchor.ndim == 2 and anchor.shape == positive.shape == negative.shape):
         raise ValueError(f"{who}: anchor, positive and negative must have one shape (N, D), got "
                          f"{tuple(anchor.shape)}, {tuple(positive.shape)}, {tuple(negative.shape)}")
+    if mask is not None and (tuple(mask.shape) != (anchor.shape[0],) or mask.dtype != bool):
+        raise ValueError(f"{who}: mask must be a boolean array of shape ({anchor.shape[0]},), got "
+                         f"{mask.dtype} {tuple(mask.shape)}")
 
 
-def triplet_hinge(anchor, positive, negative, margin):
+def triplet_hinge(anchor, positive, negative, margin, mask=None):
     """The common triplet hinge with squared Euclidean distances, mean over rows.
 
     anchor, positive, negative (N, D)  ->  (loss, (d_anchor, d_positive, d_negative)).
+    mask (N,) bool, optional: rows that are triplets at all; a False row (an anchor with
+    no valid negative) contributes nothing to the loss or the gradients. The mean is
+    still over all N rows.
 
       h_n = margin + ||a_n - p_n||^2 - ||a_n - q_n||^2      (q = the negative)
       L   = (1/N) sum_n max(0, h_n)
@@ -95,11 +101,13 @@ def triplet_hinge(anchor, positive, negative, margin):
       dL/da_n = (2/N)((a_n - p_n) - (a_n - q_n)) = -(dL/dp_n + dL/dq_n).
     Inactive triplets contribute nothing (we take the derivative 0 at the kink h = 0).
     """
-    _check_triplet(anchor, positive, negative, "triplet_hinge")
+    _check_triplet(anchor, positive, negative, "triplet_hinge", mask)
     n = anchor.shape[0]
     ap, aq = anchor - positive, anchor - negative
     h = margin + (ap * ap).sum(axis=1) - (aq * aq).sum(axis=1)
     active = (h > 0)[:, None]
+    if mask is not None:
+        active = active & mask[:, None]
     loss = (h * active[:, 0]).mean()
     d_positive = (-2.0 / n) * ap * active
     d_negative = (2.0 / n) * aq * active
@@ -107,10 +115,11 @@ def triplet_hinge(anchor, positive, negative, margin):
     return loss, (d_anchor, d_positive, d_negative)
 
 
-def pull_push(anchor, positive, negative, margin, weight):
+def pull_push(anchor, positive, negative, margin, weight, mask=None):
     """The paper's pull-plus-push form of L_imi (Eqs. 4-5), mean over rows.
 
     anchor, positive, negative (N, D)  ->  (loss, (d_anchor, d_positive, d_negative)).
+    mask (N,) bool, optional: as in triplet_hinge (a False row has neither pull nor push).
 
       L = (1/N) sum_n [ ||a_n - p_n||^2 + weight * max(0, margin - ||a_n - q_n||^2) ]
 
@@ -122,11 +131,15 @@ def pull_push(anchor, positive, negative, margin, weight):
     The paper sums over triplets; we average so the scale does not depend on the batch
     size (a constant factor that alpha absorbs).
     """
-    _check_triplet(anchor, positive, negative, "pull_push")
+    _check_triplet(anchor, positive, negative, "pull_push", mask)
     n = anchor.shape[0]
     ap, aq = anchor - positive, anchor - negative
+    if mask is not None:
+        ap = ap * mask[:, None]  # a masked row pulls nothing (and is pushed nothing, below)
     push = margin - (aq * aq).sum(axis=1)
     active = (push > 0)[:, None]
+    if mask is not None:
+        active = active & mask[:, None]
     loss = ((ap * ap).sum(axis=1) + weight * push * active[:, 0]).mean()
     d_positive = (-2.0 / n) * ap
     d_negative = (2.0 * weight / n) * aq * active
@@ -139,9 +152,8 @@ def l2_penalty(weights, coef):
 
     weights: a list of arrays (the projectors' weight matrices; biases are not
     penalised) -> (loss, [dW_l]) with dL/dW_l = 2 coef W_l.
-    ACMR.loss_and_grads computes the same term without the new W-sized arrays (a dot
-    product for the value, the gradient added in place), which matters for 10 million
-    parameters; tests/test_model.py checks both against numerical gradients.
+    (The training loop's fast path applies the same gradient inside its optimiser:
+    acmr_np.fast.FastTrainer.)
     """
     if not weights:
         raise ValueError("l2_penalty: expected at least one weight array")

@@ -34,6 +34,7 @@ import numpy
 
 from .backend import get_array_module, to_device, to_host
 from .errors import InputError
+from .fast import argsort_desc_float32
 
 _EPS = 1e-12  # a vector shorter than this is treated as zero: it gets similarity 0, not NaN
 
@@ -58,41 +59,13 @@ def _stable_argsort_desc(sim, xp):
     reversing an ascending sort instead would put ties in *descending* index order.
     NumPy's default sort is not stable, so we ask for it; CuPy's argsort is always
     stable (and older CuPy versions reject the ``kind`` argument). For float32 on NumPy,
-    a faster route gives the same order: see _argsort_desc_float32.
+    acmr_np.fast gives the same order several times faster.
     """
     if xp is numpy:
         if sim.dtype == numpy.float32 and sim.shape[1] <= 2 ** 32:
-            return _argsort_desc_float32(sim)
+            return argsort_desc_float32(sim)
         return numpy.argsort(-sim, axis=1, kind="stable")
     return xp.argsort(-sim, axis=1)
-
-
-def _argsort_desc_float32(sim):
-    """The stable descending order of each row of a float32 sim (c, ng), by sorting
-    integers: NumPy's plain sort of 64-bit integers is several times faster than its
-    stable argsort (it uses SIMD sorting networks where the CPU has them).
-
-    Each entry becomes one 64-bit key: the high 32 bits are the similarity, as an
-    integer that grows as the similarity falls, the low 32 bits its gallery index.
-    (IEEE float bits, read as a signed integer, order non-negative floats like their
-    values and negative ones in reverse; XOR-ing the low 31 bits of the non-negative
-    ones turns that into one descending order, with every non-negative key below
-    every negative one.) The keys are distinct, so their order is unique: by
-    similarity, highest first, equal similarities by index, ascending, exactly as the
-    stable sort. Adding 0.0 first turns -0.0 into 0.0: equal values, equal keys.
-    Temporaries are updated in place: at this size (c x ng) memory is the cost.
-    """
-    bits = (sim + numpy.float32(0.0)).view(numpy.int32)
-    flip = ~bits
-    flip >>= 31                        # -1 (all ones) where sim >= 0, else 0
-    flip &= 0x7FFFFFFF
-    flip ^= bits                       # the descending key, as a 32-bit pattern
-    key = flip.view(numpy.uint32).astype(numpy.uint64)
-    key <<= numpy.uint64(32)
-    key |= numpy.arange(sim.shape[1], dtype=numpy.uint64)
-    key.sort(axis=1)
-    key &= numpy.uint64(0xFFFFFFFF)    # keep the indices (< 2**32, so int64 reads them)
-    return key.view(numpy.int64)
 
 
 def _check_positive_int(value, name):
@@ -193,14 +166,12 @@ def _average_precisions(query_emb, query_labels, gallery_emb, gallery_labels, ks
         rel_all = _ranked_relevance(q[rows], q_labels[rows], g_unit, g_labels, max(tops), xp)
         for ap, top in zip(aps, tops):
             rel = rel_all[:, :top]
-            # Only the ranks that hold a relevant item count, so work on those alone:
-            # (row, col) of every relevant item, row by row and best rank first.
-            row, col = xp.nonzero(rel)
-            n_relevant = rel.sum(axis=1)                         # (c,) R, or relevant in top k
-            first = xp.cumsum(n_relevant) - n_relevant           # where each row's items start
-            hits = xp.arange(1, row.size + 1) - first[row]       # relevant items in the top col + 1
-            precision = hits / (col + 1.0)                       # precision@r at r = col + 1 (float64)
-            summed = xp.bincount(row, weights=precision, minlength=rel.shape[0])  # (c,)
+            # precision@r = (relevant items in the top r) / r, summed over the ranks r
+            # that hold a relevant item; hits counts exactly in integers.
+            hits = xp.cumsum(rel, axis=1, dtype=xp.int64)            # (c, top)
+            ranks = xp.arange(1, top + 1, dtype=xp.float64)          # (top,)
+            summed = xp.where(rel, hits / ranks, 0.0).sum(axis=1)    # (c,)
+            n_relevant = hits[:, -1]                                 # R, or relevant in the top k
             # R = 0 means summed = 0 too; max(R, 1) turns 0/0 into the documented AP = 0
             ap[rows] = summed / xp.maximum(n_relevant, 1)
     return [to_host(ap) for ap in aps]
@@ -271,6 +242,33 @@ def precision_recall_curve(query_emb, query_labels, gallery_emb, gallery_labels,
         recall_sum += (hits / xp.maximum(n_relevant, 1.0)).sum(axis=0)  # R = 0 -> 0
     nq = q.shape[0]
     return to_host(precision_sum / nq), to_host(recall_sum / nq)
+
+
+def retrieve(query_emb, gallery_emb, k=10, chunk_size=256):
+    """The top-k gallery items of every query: (indices, scores).
+
+    query_emb (nq, d), gallery_emb (ng, d): embeddings in one common space (e.g.
+    model.embed_texts(texts) and model.embed_images(images)), any backend. k: results per
+    query (at most ng). Returns host arrays indices (nq, k) int64 into the gallery and
+    scores (nq, k) float, the cosine similarities, best first; equal similarities in
+    gallery order (the ranking rule of the metrics above). Memory O(chunk_size * ng).
+    """
+    _check_positive_int(k, "k")
+    _check_positive_int(chunk_size, "chunk_size")
+    xp = get_array_module(query_emb, gallery_emb)
+    q, g = _on(query_emb, xp), _on(gallery_emb, xp)
+    if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1] or 0 in q.shape or 0 in g.shape:
+        raise ValueError(f"retrieve: expected non-empty query (nq, d) and gallery (ng, d) embeddings of one "
+                         f"width, got shapes {tuple(q.shape)} and {tuple(g.shape)}")
+    k = min(int(k), g.shape[0])
+    g_unit = _l2_normalise(g, xp)
+    indices, scores = [], []
+    for rows in _chunks(q.shape[0], chunk_size):
+        sim = _l2_normalise(q[rows], xp) @ g_unit.T                 # (c, ng)
+        order = _stable_argsort_desc(sim, xp)[:, :k]                # (c, k)
+        indices.append(order)
+        scores.append(xp.take_along_axis(sim, order, axis=1))
+    return to_host(xp.concatenate(indices)), to_host(xp.concatenate(scores))
 
 
 def evaluate_retrieval(img_emb, txt_emb, labels, k=50, chunk_size=256):

@@ -18,9 +18,13 @@ one-hot selection matrix P (P_ij = 1 iff j = idx_i): picked = P @ other, and the
 gradient flows back as P^T @ d_picked, which also sums the contributions of an item
 picked by several anchors. A matrix product runs on every backend (no scatter-add).
 
+An anchor whose batch holds no item of another class has no negative (a batch of one
+class); ``sample`` says so in a mask, and the loss leaves that anchor out. That is
+decided here, on the device, so the training step never waits for the host.
+
 The uniform noise comes from the caller: the training loop draws it on the host from
-the run's seeded numpy Generator once per epoch, so both backends see the same triplets
-and no random numbers are made inside a training step.
+the run's seeded numpy Generator, a block of steps at a time (training.batches), so both
+backends see the same triplets and no random numbers are made inside a training step.
 """
 import numpy
 
@@ -41,12 +45,13 @@ def sample(anchor, other, labels, noise, strategy):
     anchor (B, m), other (B, m): embeddings of the two modalities of one batch;
     labels (B,) integer ids shared by both (they are pairs); noise (B, B) uniform in
     [0, 1); strategy in STRATEGIES.
-    Returns (pos_idx, neg_idx), each (B,) integer indices into ``other``.
-    The batch must hold at least two classes (otherwise no anchor has a negative);
-    the training loop skips L_imi for a batch that does not.
+    Returns (pos_idx, neg_idx, has_negative): (B,) integer indices into ``other`` and a
+    (B,) bool mask, False for an anchor with no item of another class in the batch (its
+    neg_idx is then meaningless and the loss must leave the anchor out).
     """
     xp = get_array_module(anchor)
     same = labels[:, None] == labels[None, :]  # (B, B): allowed positives
+    has_negative = ~same.all(axis=1)
     # The pair's own partner (the diagonal) is always a valid positive, so every row
     # has at least one allowed entry.
     pos_idx = xp.argmax(xp.where(same, noise, -1.0), axis=1)
@@ -59,4 +64,4 @@ def sample(anchor, other, labels, noise, strategy):
         neg_idx = xp.argmin(xp.where(same, numpy.inf, dist), axis=1)
     else:
         raise ValueError(f"unknown triplet strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
-    return pos_idx, neg_idx
+    return pos_idx, neg_idx, has_negative

@@ -14,10 +14,10 @@ and test splits, so the validation mAP that closes each epoch is meaningful):
   deep-256   the same at batch 256.
 
 Each case runs in a fresh Python process (so that its peak memory is its own): one
-warm-up epoch, then --epochs timed epochs of ``acmr_np.train.Run.train_epoch``, the
-real training loop. An epoch there ends with the validation mAP; that part is timed
-separately and left out of the training rate ("train s/epoch" is the epoch minus its
-validation). In the same run the script measures the float32 matrix-product rate of
+warm-up epoch, then --epochs timed epochs of ``acmr_np.training.Training.train_epoch``,
+the real training loop (with its default fast path, acmr_np.fast). An epoch there ends
+with the validation mAP, which it times on its own (the row's ``val_seconds``); that part
+is left out of the training rate ("train s/epoch" is the epoch minus its validation). In the same run the script measures the float32 matrix-product rate of
 the backend (a large ``a @ b``), before and after the cases, and uses the higher of the
 two as the reference.
 
@@ -163,45 +163,36 @@ def make_data(d_img, d_txt, seed):
 
 def run_case(name, backend, epochs, seed, projector_input_grad=False):
     """Train one case and return its measurements as a dict (runs in a worker process)."""
-    from acmr_np.model import ACMRConfig
-    from acmr_np.train import Run
+    from acmr_np.config import ACMRConfig, TrainConfig
+    from acmr_np.training import Training
 
     xp = get_backend(backend)
     d_img, d_txt, overrides, batch = CASES[name]
     data = make_data(d_img, d_txt, seed)
     cfg = ACMRConfig(**overrides)
-    run = Run(data, cfg, epochs=1 + epochs, batch_size=batch, seed=seed, xp=xp)
+    run = Training(data, cfg, TrainConfig(epochs=1 + epochs, batch_size=batch, seed=seed, backend=backend))
     if projector_input_grad:  # compute the projectors' unneeded input gradients too (for comparison)
         for mlp in (run.model.img_projector, run.model.txt_projector):
             mlp.linears()[0].input_grad = True
 
-    val_seconds = []
-    validation_map = run.validation_map
-
-    def timed_validation():  # the epoch's closing validation mAP, timed on its own
-        synchronize(xp)
-        t0 = time.perf_counter()
-        result = validation_map()
-        synchronize(xp)
-        val_seconds.append(time.perf_counter() - t0)
-        return result
-
-    run.validation_map = timed_validation
-    epoch_seconds = []
+    # The validation mAP ends with a copy of the score to the host, which waits for the
+    # device, so the row's val_seconds are complete on either backend.
+    val_seconds, epoch_seconds = [], []
     for _ in range(1 + epochs):  # the first epoch is the warm-up
         synchronize(xp)
         t0 = time.perf_counter()
         row = run.train_epoch()
         synchronize(xp)
         epoch_seconds.append(time.perf_counter() - t0)
+        val_seconds.append(row["val_seconds"])
     train_seconds = [e - v for e, v in zip(epoch_seconds, val_seconds)][1:]
     epoch_seconds, val_seconds = epoch_seconds[1:], val_seconds[1:]
 
     # Where a step's time goes: forward + backward against the two optimisers, on one
-    # fixed full batch (same arrays every repeat), split as Trainer.train_step splits it
+    # fixed full batch (same arrays every repeat), split as FastTrainer.train_step splits it
     # (L_reg is in the embedding player's Adam step, as weight decay).
     model, trainer = run.model, run.trainer
-    bi, bt = model.standardize(data.train.img[:batch], data.train.txt[:batch])
+    bi, bt = xp.asarray(data.train.img[:batch]), xp.asarray(data.train.txt[:batch])
     bl = xp.asarray(data.train.labels[:batch])
     noise = xp.asarray(numpy.random.default_rng(seed).random((2, batch, batch), dtype=numpy.float32))
 

@@ -142,18 +142,30 @@ def test_atomic_write_gives_ordinary_permissions(tmp_path):
     assert (os.stat(tmp_path / "m.json").st_mode & 0o777) == 0o644
 
 
-def test_resume_refuses_a_checkpoint_of_another_shape_or_data(tmp_path, capsys):
+def test_resume_refuses_an_edited_config_other_data_or_arrays_that_do_not_fit(tmp_path, capsys):
+    data = _npz(tmp_path / "d.npz")
     out = tmp_path / "run"
-    assert main(FAST + ["--out", str(out), "--epochs", "1"]) == 0
-    cfg = json.load(open(out / "config.json"))
-    cfg["model"]["dim"] = 8  # the checkpoint holds a 16-d common space
+    assert main(FAST + ["--data", data, "--out", str(out), "--epochs", "2", "--batch-size", "16"]) == 0
+    good = json.load(open(out / "config.json"))
+    # a hand-edited config.json: refused, naming what differs from the checkpoint
+    cfg = json.loads(json.dumps(good))
+    cfg["model"]["dim"], cfg["train"]["batch_size"] = 8, 0
     write_json(out / "config.json", cfg)
     capsys.readouterr()
     assert main(["--resume", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "checkpoint does not fit this model" in err and "the model expects (32, 8)" in err
-    cfg["model"]["dim"], cfg["seed"] = 16, 7  # another seed carves another validation split
-    write_json(out / "config.json", cfg)
+    assert err.count("\n") == 1 and "config.json differs from the settings saved in checkpoint.npz " \
+                                     "(model.dim, train.batch_size)" in err
+    write_json(out / "config.json", good)
+    # other data under the same path: refused by content
+    _npz(tmp_path / "d.npz", img_train=np.random.default_rng(1).normal(size=(60, 5)))
+    assert main(["--resume", str(out)]) == 2
+    assert "is not the data this run was trained on" in capsys.readouterr().err
+    _npz(tmp_path / "d.npz")
+    # arrays that do not fit the model the checkpoint describes
+    z = dict(np.load(out / "checkpoint.npz"))
+    z["last/model/img_projector.0.W"] = np.zeros((5, 3), np.float32)
+    np.savez(out / "checkpoint.npz", **z)
     assert main(["--resume", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "the data (synthetic(seed=7)) is not the data this run was trained on (differs in: name, sha256)" in err
+    assert err.count("\n") == 1 and "does not fit this run" in err and "img_projector.0.W has shape (5, 3)" in err

@@ -5,9 +5,9 @@ import pytest
 
 from acmr_np import triplets
 from acmr_np.gradcheck import numerical_gradient, relative_error, scaled_error
-from acmr_np.model import ACMR, ACMRConfig, Trainer
-from acmr_np.optim import Adam
-from acmr_np.errors import InputError
+from acmr_np.fast import FastTrainer
+from acmr_np.model import ACMR, ACMRConfig
+from acmr_np.trainer import Trainer
 
 B, D_IMG, D_TXT, C = 8, 6, 5, 3
 
@@ -81,7 +81,7 @@ def _hinge_arguments(model, img, txt, labels, noise):
         s_v, s_t = (s / np.linalg.norm(s, axis=1, keepdims=True) for s in (s_v, s_t))
     out = []
     for a, o, nz in ((s_v, s_t, noise[0]), (s_t, s_v, noise[1])):
-        p, q = triplets.sample(a, o, labels, nz, c.sampling)
+        p, q, _ = triplets.sample(a, o, labels, nz, c.sampling)
         d_p, d_q = ((a - o[p]) ** 2).sum(axis=1), ((a - o[q]) ** 2).sum(axis=1)
         out.append(c.margin + d_p - d_q if c.triplet == "hinge" else c.margin - d_q)
     return np.concatenate(out)
@@ -115,18 +115,34 @@ def test_lambda_schedules():
     assert ACMRConfig(lam=0.05, lam_schedule="constant").lam_at(0.0) == 0.05
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(triplet="cosine"), "triplet must be one of hinge, pull_push"),
-    (dict(sampling="semi"), "sampling must be one of random, hardest"),
-    (dict(lam_schedule="step"), "lam_schedule must be one of constant, dann"),
-    (dict(distance="manhattan"), "distance must be one of cosine, euclidean"),
-    (dict(k=0), "k must be a positive integer"),
-    (dict(lr=0.0), "learning rate must be positive"),
-    (dict(dim=0), "layer widths must be positive"),
+@pytest.mark.parametrize("bad, error, match", [
+    (dict(triplet="cosine"), ValueError, "ACMRConfig: triplet must be one of hinge, pull_push, got 'cosine'"),
+    (dict(sampling="semi"), ValueError, "sampling must be one of random, hardest"),
+    (dict(lam_schedule="step"), ValueError, "lam_schedule must be one of constant, dann"),
+    (dict(distance="manhattan"), ValueError, "distance must be one of cosine, euclidean"),
+    (dict(k=0), ValueError, "k must be an integer >= 1, got 0"),
+    (dict(k=2.5), TypeError, "k must be an integer, got 2.5"),
+    (dict(lr=0.0), ValueError, "lr must be a finite number above 0, got 0.0"),
+    (dict(lr=float("inf")), ValueError, "lr must be a finite number above 0, got inf"),
+    (dict(l2=float("nan")), ValueError, "l2 must be a finite number >= 0"),
+    (dict(dim=0), ValueError, "dim must be an integer >= 1"),
+    (dict(img_hidden=(64, 0)), ValueError, "img_hidden must hold positive widths"),
+    (dict(img_hidden="64"), TypeError, "img_hidden must be a sequence of integers"),
+    (dict(alpha="2"), TypeError, "alpha must be a number, got '2'"),
 ])
-def test_bad_settings(bad, match):
-    with pytest.raises(InputError, match=match):
+def test_bad_settings(bad, error, match):
+    with pytest.raises(error, match=match):
         ACMRConfig(**bad)
+
+
+def test_train_step_follows_the_lambda_schedule():
+    model, img, txt, labels, noise = _setup(k=3, lam=0.05, lam_schedule="dann")
+    trainer = Trainer(model)
+    for p in (0.0, 0.1, 0.37, 1.0):
+        terms, lam = trainer.train_step(img, txt, labels, noise, progress=p)
+        assert lam == pytest.approx(0.05 * (2 / (1 + np.exp(-10 * p)) - 1), rel=1e-12, abs=1e-15)
+        assert model.grl.lam == lam and set(terms) == {"L_imi", "L_imd", "L_reg", "L_adv", "adv_acc"}
+    assert trainer.step_count == 4
 
 
 def test_training_changes_every_parameter_group_and_k_schedule():
@@ -136,9 +152,7 @@ def test_training_changes_every_parameter_group_and_k_schedule():
     adv_before = []
     for step in range(4):
         adv_before.append(model.named("params", ("modality_classifier",))["modality_classifier.0.W"].copy())
-        terms, lam = trainer.train_step(img, txt, labels, noise, progress=0.25 * step)
-        assert lam == model.config.lam_at(0.25 * step)  # the schedule, at this step's progress
-        assert model.grl.lam == lam and set(terms) >= {"L_imi", "L_imd", "L_reg", "L_adv"}
+        trainer.train_step(img, txt, labels, noise, progress=0.25 * step)
     assert trainer.step_count == 4
     after = model.named("params")
     for name in before:  # every array of every part, the label classifier included
@@ -154,9 +168,11 @@ def test_trainer_state_that_does_not_fit_is_a_clear_error():
     model = _setup()[0]
     state = Trainer(model).state_dict()
     del state["opt_emb/v/img_projector.0.W"]
-    with pytest.raises(InputError, match=r"checkpoint does not fit this model: opt_emb: .*"
+    other = Trainer(model)
+    with pytest.raises(ValueError, match=r"opt_emb: Adam: the saved state does not fit: "
                                          r"missing \['v/img_projector.0.W'\]"):
-        Trainer(model).load_state_dict(state)
+        other.load_state_dict(state)
+    assert other.opt_adv.t == 0  # nothing was loaded, not even the parts that fit
 
 
 def test_loss_and_grads_without_l_reg():
@@ -176,25 +192,25 @@ def test_loss_and_grads_without_l_reg():
         np.testing.assert_allclose(g, expected, rtol=1e-12, atol=1e-14, err_msg=k)
 
 
-def test_trainer_weight_decay_is_the_explicit_l_reg_bit_for_bit():
-    """Trainer.train_step leaves L_reg to the embedding player's Adam (weight decay 2 l2 on
-    the projectors' weights); stepping with loss_and_grads's own L_reg and plain Adams
-    gives the same parameters, bit for bit, and the same L_reg values."""
-    fused, img, txt, labels, noise = _setup(k=1, l2=0.05)
-    explicit = _setup(k=1, l2=0.05)[0]
-    assert fused.l_reg_weights() == ["img_projector.0.W", "img_projector.2.W",
-                                     "txt_projector.0.W", "txt_projector.2.W"]
-    trainer = Trainer(fused)
-    opt_emb = Adam(explicit.named("params", explicit.EMBEDDING_PARTS))
-    opt_adv = Adam(explicit.named("params", explicit.ADVERSARY_PARTS))
-    for step in range(3):
-        terms, lam = trainer.train_step(img, txt, labels, noise, progress=step / 3)
-        reference = explicit.loss_and_grads(img, txt, labels, noise, lam)
+def test_fast_trainer_is_the_textbook_trainer_bit_for_bit():
+    """FastTrainer leaves L_reg to the embedding player's blocked Adam (weight decay 2 l2
+    on the projectors' weights); the textbook Trainer (loss_and_grads's own L_reg,
+    optim.Adam) reaches the same parameters, bit for bit, and the same L_reg values."""
+    fast, img, txt, labels, noise = _setup(k=2, l2=0.05)
+    plain = _setup(k=2, l2=0.05)[0]
+    assert fast.l_reg_weights() == ["img_projector.0.W", "img_projector.2.W",
+                                    "txt_projector.0.W", "txt_projector.2.W"]
+    fast_trainer, plain_trainer = FastTrainer(fast), Trainer(plain)
+    for step in range(4):
+        terms, lam = fast_trainer.train_step(img, txt, labels, noise, progress=step / 4)
+        reference, lam_ref = plain_trainer.train_step(img, txt, labels, noise, progress=step / 4)
+        assert lam == lam_ref
         assert float(terms["L_reg"]) == pytest.approx(float(reference["L_reg"]), rel=1e-12)
-        opt_emb.step(explicit.named("grads", explicit.EMBEDDING_PARTS))
-        opt_adv.step(explicit.named("grads", explicit.ADVERSARY_PARTS))  # k = 1
-    for k, p in explicit.named("params").items():
-        np.testing.assert_array_equal(fused.named("params")[k], p, err_msg=k)
+        for k in ("L_imi", "L_imd", "L_adv", "adv_acc"):
+            assert float(terms[k]) == float(reference[k]), k
+    assert fast_trainer.opt_adv.t == plain_trainer.opt_adv.t == 2
+    for k, p in plain.named("params").items():
+        np.testing.assert_array_equal(fast.named("params")[k], p, err_msg=k)
 
 
 def _reference_terms(model, img, txt, labels, noise):

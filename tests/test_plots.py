@@ -10,8 +10,8 @@ from acmr_np import plots
 from acmr_np.data import make_synthetic
 from acmr_np.errors import InputError
 from acmr_np.metrics import precision_at_k
-from acmr_np.model import ACMRConfig
-from acmr_np.train import Run
+from acmr_np.config import ACMRConfig, TrainConfig
+from acmr_np.training import Training
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -33,9 +33,8 @@ def trained():
     """A small run: 4 classes, 160 training pairs, 3 epochs (well under a second)."""
     pytest.importorskip("matplotlib")
     data = make_synthetic(0, n_train=160, n_test=80, n_classes=4, d_img=12, d_txt=6)
-    run = Run(data, ACMRConfig(**CFG), epochs=3, batch_size=32, seed=5, xp=np)
-    while run.epoch < run.epochs:
-        run.train_epoch()
+    run = Training(data, ACMRConfig(**CFG), TrainConfig(epochs=3, batch_size=32, seed=5))
+    run.run()
     run.use_best()
     return run
 
@@ -43,13 +42,12 @@ def trained():
 def test_initial_model_is_the_runs_starting_point():
     data = make_synthetic(0, n_train=160, n_test=80, n_classes=4, d_img=12, d_txt=6)
     cfg = ACMRConfig(**CFG)
-    run = Run(data, cfg, epochs=1, batch_size=32, seed=5, xp=np)
+    run = Training(data, cfg, TrainConfig(epochs=1, batch_size=32, seed=5))
     before = plots.initial_model(data, cfg, 5, np)
-    for (k, a), (k2, b) in zip(run.model.named("params").items(), before.named("params").items()):
-        assert k == k2
-        np.testing.assert_array_equal(a, b)
-    for k, a in run.model.input_stats.items():
-        np.testing.assert_array_equal(a, before.input_stats[k])
+    after = run.model.state_dict()  # parameters and the input standardisation
+    assert after.keys() == before.state_dict().keys() and "img_projector.standardize.mean" in after
+    for k, b in before.state_dict().items():
+        np.testing.assert_array_equal(after[k], b, err_msg=k)
 
 
 def test_training_curves_png(trained, tmp_path):

@@ -5,8 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from acmr_np import train
-from acmr_np.model import ACMRConfig
+from acmr_np import training
 from acmr_np.train import main
 
 FAST = ["--epochs", "3", "--img-hidden", "32", "--txt-hidden", "16", "--dim", "16"]
@@ -36,11 +35,11 @@ def test_train_writes_outputs_and_is_deterministic(tmp_path, capsys):
     meta = json.loads(str(np.load(tmp_path / "a" / "checkpoint.npz")["meta"]))
     steps = 29  # ceil(1800 / 64)
     for row in meta["history"]:
-        expected = ACMRConfig().lam_at((row["epoch"] * steps - 1) / (3 * steps))
-        assert row["lam"] == pytest.approx(expected, rel=1e-12)
+        p = (row["epoch"] * steps - 1) / (3 * steps)  # progress at the epoch's last step
+        assert row["lam"] == pytest.approx(0.05 * (2 / (1 + np.exp(-10 * p)) - 1), rel=1e-12)
     assert meta["history"][-1]["lam"] > 0.04
     cfg = json.load(open(tmp_path / "a" / "config.json"))
-    assert cfg["seed"] == 3 and cfg["data"] is None and cfg["model"]["dim"] == 16
+    assert cfg["train"]["seed"] == 3 and cfg["data"] is None and cfg["model"]["dim"] == 16
     # the same seed gives the same numbers, bit for bit
     assert main(FAST + ["--out", str(tmp_path / "b"), "--seed", "3"]) == 0
     assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
@@ -70,7 +69,7 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, monkeypatch, 
     args = FAST[:1] + ["4"] + FAST[2:] + ["--seed", "2"]
     assert main(args + ["--out", str(tmp_path / "full")]) == 0
     calls = {"n": 0}
-    real_epoch = train.Run.train_epoch
+    real_epoch = training.Training.train_epoch
 
     def interrupted_epoch(self):
         calls["n"] += 1
@@ -78,29 +77,32 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, monkeypatch, 
             raise KeyboardInterrupt  # Ctrl-C during the third epoch
         return real_epoch(self)
 
-    monkeypatch.setattr(train.Run, "train_epoch", interrupted_epoch)
+    monkeypatch.setattr(training.Training, "train_epoch", interrupted_epoch)
     assert main(args + ["--out", str(tmp_path / "cut")]) == 130
     err = capsys.readouterr().err
     assert "checkpoint of epoch 2" in err and f"--resume {tmp_path / 'cut'}" in err
     assert not (tmp_path / "cut" / "metrics.json").exists()
-    monkeypatch.setattr(train.Run, "train_epoch", real_epoch)
+    monkeypatch.setattr(training.Training, "train_epoch", real_epoch)
     assert main(["--resume", str(tmp_path / "cut")]) == 0
     assert "resuming" in capsys.readouterr().out
     assert _metrics(tmp_path / "cut") == _metrics(tmp_path / "full")
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--epochs", "0"], "--epochs must be positive, got 0"),
-    (["--batch-size", "-5"], "--batch-size must be positive, got -5"),
-    (["--lr", "0"], "--lr must be a positive number, got 0.0"),
-    (["--lr", "inf"], "--lr must be a positive number, got inf"),
+    (["--epochs", "0"], "--epochs must be an integer >= 1, got 0"),
+    (["--batch-size", "-5"], "--batch-size must be an integer >= 2, got -5"),
+    (["--batch-size", "1"], "--batch-size must be an integer >= 2, got 1"),
+    (["--lr", "0"], "--lr must be a finite number above 0, got 0.0"),
+    (["--lr", "inf"], "--lr must be a finite number above 0, got inf"),
+    (["--l2", "inf"], "--l2 must be a finite number >= 0, got inf"),
+    (["--val-fraction", "1.5"], "--val-fraction must be between 0 and 1, got 1.5"),
     (["--batch-size", "5000"], "--batch-size 5000 is larger than the training set (1800 pairs)"),
     (["--triplet", "cosine"], "argument --triplet: invalid choice: 'cosine'"),
     (["--backend", "torch"], "argument --backend: invalid choice: 'torch'"),
     (["--img-hidden", "12,x"], "expected comma-separated layer widths"),
     (["--data", "/no/such/file.npz"], "/no/such/file.npz"),
-    (["--eval-only"], "--eval-only needs --checkpoint FILE"),
-    (["--resume", "/no/such/run"], "--resume takes its settings from /no/such/run/config.json; remove --out"),
+    (["--eval-only"], "--eval-only needs --checkpoint"),
+    (["--resume", "/no/such/run"], "--resume continues a run with the settings saved in it; remove --out"),
 ])
 def test_bad_arguments_give_one_line(argv, message, tmp_path, capsys):
     assert main(argv + ["--out", str(tmp_path / "x")]) == 2
@@ -110,14 +112,17 @@ def test_bad_arguments_give_one_line(argv, message, tmp_path, capsys):
 
 
 def test_resume_errors(tmp_path, capsys):
+    assert main(["--resume", str(tmp_path / "none")]) == 2
+    assert f"--resume {tmp_path / 'none'}: no such run folder" in capsys.readouterr().err
     assert main(["--resume", str(tmp_path)]) == 2
-    assert f"--resume {tmp_path}: no config.json there" in capsys.readouterr().err
-    (tmp_path / "config.json").write_text("{not json")
+    assert f"--resume {tmp_path}: no checkpoint.npz there" in capsys.readouterr().err
+    (tmp_path / "checkpoint.npz").write_text("{not an npz")
     assert main(["--resume", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "config.json: not a readable run configuration (JSONDecodeError" in err
-    assert main(["--resume", str(tmp_path), "--epochs", "9", "--lr", "0.1"]) == 2
-    assert "remove --epochs, --lr (only --backend may change)" in capsys.readouterr().err
+    assert err.count("\n") == 1 and "checkpoint.npz: not a readable acmr_np file" in err
+    # every explicit setting is refused, even one equal to its default
+    assert main(["--resume", str(tmp_path), "--epochs", "30", "--lr", "0.1"]) == 2
+    assert "remove --lr, --epochs (only --backend may be given)" in capsys.readouterr().err
 
 
 def test_out_that_cannot_be_created_is_one_line(tmp_path, capsys):

@@ -151,7 +151,7 @@ B = 8
 labels = np.array([0, 1, 2, 0, 1, 2, 0, 1])
 S_img, S_txt = rng.normal(size=(B, M)), rng.normal(size=(B, M))
 noise = rng.random((B, B))
-pos_idx, neg_idx = triplets.sample(S_img, S_txt, labels, noise, "random")
+pos_idx, neg_idx, has_negative = triplets.sample(S_img, S_txt, labels, noise, "random")
 assert np.all(labels[pos_idx] == labels) and np.all(labels[neg_idx] != labels)
 print("\nimage anchors' labels:", labels, "\npositives (text ids):", pos_idx, "labels", labels[pos_idx],
       "\nnegatives (text ids):", neg_idx, "labels", labels[neg_idx])

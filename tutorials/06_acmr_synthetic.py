@@ -25,8 +25,10 @@ from acmr_np.data import make_synthetic
 from acmr_np.gradcheck import numerical_gradient, relative_error
 from acmr_np.losses import softmax_cross_entropy, triplet_hinge
 from acmr_np.metrics import evaluate_retrieval
-from acmr_np.model import ACMR, ACMRConfig
-from acmr_np.train import Run, format_epoch
+from acmr_np.config import ACMRConfig, TrainConfig
+from acmr_np.model import ACMR
+from acmr_np.train import format_epoch
+from acmr_np.training import Training
 
 EPOCHS = 10   # quick; `python -m acmr_np.train` trains 30
 
@@ -102,7 +104,7 @@ def by_hand(model, img, txt, labels, noise, lam):
     d_u = {"v": np.zeros_like(u_v), "t": np.zeros_like(u_t)}
     l_imi = 0.0
     for anchor, other, a, o, nz in ((u_v, u_t, "v", "t", noise[0]), (u_t, u_v, "t", "v", noise[1])):
-        pos, neg = triplets.sample(anchor, other, labels, nz, c.sampling)
+        pos, neg, _ = triplets.sample(anchor, other, labels, nz, c.sampling)  # every anchor has a negative here
         P, Q = (triplets.selection_matrix(i, len(labels), anchor.dtype) for i in (pos, neg))
         loss, (d_a, d_p, d_q) = triplet_hinge(anchor, P @ other, Q @ other, c.margin)
         l_imi += loss
@@ -192,8 +194,8 @@ check("image projector's gradient = -lambda dL_adv/dW", relative_error(got, expe
 # differently into each modality (its docstring has the recipe). A linear map cannot
 # relate the modalities; a small MLP can.
 #
-# `acmr_np.train.Run` is the training loop of `python -m acmr_np.train` without the files:
-# each epoch shuffles the pairs, draws the triplet noise, calls `Trainer.train_step`
+# `acmr_np.training.Training` is the training loop of `python -m acmr_np.train` without the
+# files: each epoch shuffles the pairs, draws the triplet noise, calls `Trainer.train_step`
 # per mini-batch of 64 (Adam; the embedding player every step, D every k = 5 steps;
 # lambda on the DANN ramp) and scores the validation split. We keep the best epoch and
 # score the test split once, with mAP@all (tutorial 7), against the same model before
@@ -203,7 +205,7 @@ check("image projector's gradient = -lambda dL_adv/dW", relative_error(got, expe
 data = make_synthetic(seed=0)
 print(f"\n{data.name}: train {len(data.train)}, val {len(data.val)}, test {len(data.test)} pairs, "
       f"{data.n_classes} classes, image {data.d_img}-d, text {data.d_txt}-d")
-run = Run(data, ACMRConfig(), epochs=EPOCHS, batch_size=64, seed=0, xp=np)
+run = Training(data, ACMRConfig(), TrainConfig(epochs=EPOCHS, batch_size=64, seed=0))
 before = evaluate_retrieval(*run.model.embed(data.test.img, data.test.txt), data.test.labels)
 t0 = time.perf_counter()
 while run.epoch < run.epochs:

@@ -18,8 +18,8 @@ import numpy as np
 from acmr_np.data import make_synthetic
 from acmr_np.metrics import (average_precisions, evaluate_retrieval, mean_average_precision,
                              precision_at_k, precision_recall_curve)
-from acmr_np.model import ACMRConfig
-from acmr_np.train import Run
+from acmr_np.config import ACMRConfig, TrainConfig
+from acmr_np.training import Training
 
 EPOCHS = 4   # quick; the figures look better after 30 (python -m acmr_np.train)
 
@@ -105,10 +105,10 @@ assert 0.08 < chance < 0.14
 # %%
 data = make_synthetic(seed=0)
 cfg = ACMRConfig()
-untrained = Run(data, cfg, epochs=EPOCHS, batch_size=64, seed=0, xp=np).model   # same seed: same start
-run = Run(data, cfg, epochs=EPOCHS, batch_size=64, seed=0, xp=np)
-while run.epoch < run.epochs:
-    run.train_epoch()
+settings = TrainConfig(epochs=EPOCHS, batch_size=64, seed=0)
+untrained = Training(data, cfg, settings).model   # same seed: same start
+run = Training(data, cfg, settings)
+run.run()
 run.use_best()
 test = data.test
 s_v, s_t = run.model.embed(test.img, test.txt)

@@ -60,7 +60,7 @@ def metrics_of(folder):
 # The histograms' entries are around 1/128 and the topic weights sum to 1: far from the
 # unit scale at which tanh layers with Glorot initialisation work well. ACMR therefore
 # standardises every feature with the *training* split's mean and standard deviation
-# (`ACMR.set_input_stats`), stored in the model (and the checkpoint), so validation,
+# (the `Standardize` layer at the start of each projector), stored in the model (and the checkpoint), so validation,
 # test and any later query go through exactly the same map. 10% of the training pairs,
 # stratified by class, are held out for validation (choosing the best epoch); the test
 # split is used once, at the end.
@@ -130,7 +130,7 @@ if wiki is not None:
 #
 # Nothing in the model names NumPy. Every layer takes its array module from its inputs
 # (tutorial 1), the parameters are created with `xp = cupy` when the model is built with
-# it, and the training loop moves the standardised training set to the GPU once, draws
+# it, and the training loop moves the training set to the GPU once, draws
 # every random number on the host (so both backends see the same shuffles and triplets)
 # and copies the epoch's loss log back to the host once per epoch. So switching is one
 # flag:

@@ -1,0 +1,195 @@
+"""The fast path: the same numbers as the textbook code, computed with less memory traffic.
+
+Nothing here is new mathematics. Each piece is the textbook code of another module,
+rearranged for speed, and tests/test_fast.py checks that it gives the same result bit for
+bit (the logged L_reg excepted: see FastTrainer). Read optim.py, trainer.py and
+metrics.py first; come here only to see how they are made fast. The measurements behind
+each choice are in docs/PERFORMANCE.md.
+
+- ``Adam`` / ``SGD``: optim.py's updates, one cache-sized block of a parameter at a time
+  on the CPU, with block-long scratch buffers. The plain update makes about a dozen passes
+  over p, g, m and v; on a large model each pass streams them from main memory. Block by
+  block, each block is read from memory once and the passes run in the core's cache.
+  ``Adam`` can also add weight decay (c/2)||p||^2 to the objective, applying its gradient
+  c p in the same pass.
+- ``FastTrainer``: trainer.Trainer with those optimisers, and L_reg (Eq. 7) applied as
+  the embedding player's weight decay instead of inside ACMR.loss_and_grads: the same
+  parameters after every step, without the passes over every weight and gradient that
+  the separate L_reg costs.
+- ``argsort_desc_float32``: the stable descending order of float32 similarities by
+  sorting 64-bit integer keys (metrics.py's ranking rule, several times faster on NumPy).
+"""
+import numpy
+
+from . import optim
+from .backend import get_array_module
+from .trainer import Trainer
+
+# Elements per block of an elementwise update on the CPU: the blocks of p, g, m and v
+# (256 KiB each in float32) and the scratch buffers stay in the core's caches while the
+# update makes its passes over them.
+BLOCK = 1 << 16
+
+
+def _blockwise(p):
+    """Whether p is updated block by block: a C-contiguous NumPy array of more than one
+    block. Other arrays (CuPy: one kernel per pass is what a GPU wants; strided views;
+    small arrays) are updated whole."""
+    return get_array_module(p) is numpy and p.size > BLOCK and p.flags.c_contiguous
+
+
+def _scratch(p, n):
+    """n scratch buffers for p: one block long if p is updated by blocks, p's shape otherwise."""
+    xp = get_array_module(p)
+    return [xp.empty((BLOCK,) if _blockwise(p) else p.shape, p.dtype) for _ in range(n)]
+
+
+def _blocks(arrays, scratch):
+    """Pairs (the arrays' block, the scratch buffers cut to it), one per block.
+
+    arrays = (p, g, *state): the parameter, its gradient and its state arrays (all of p's
+    shape). Views, so updating a block updates the array. A parameter updated whole comes
+    back as one pair of the whole arrays."""
+    if not _blockwise(arrays[0]):
+        return [(tuple(arrays), tuple(scratch))]
+    p, g, *state = arrays
+    # p is C-contiguous (_blockwise) and so are its state arrays (zeros_like(p)), so these
+    # reshapes are views; only a strided gradient, which is only read, is copied.
+    flat = [p.reshape(-1), numpy.ascontiguousarray(g).reshape(-1)] + [a.reshape(-1) for a in state]
+    n = p.size
+    return [(tuple(a[i:i + BLOCK] for a in flat), tuple(s[:min(BLOCK, n - i)] for s in scratch))
+            for i in range(0, n, BLOCK)]
+
+
+class SGD(optim.SGD):
+    """optim.SGD, block by block: the same numbers."""
+
+    def __init__(self, params, lr=0.01, momentum=0.9):
+        super().__init__(params, lr, momentum)
+        self.scratch = {k: _scratch(p, 1) for k, p in params.items()}
+
+    def step(self, grads):
+        self.check(grads)
+        self.t += 1
+        for k in self.params:
+            arrays = (self.params[k], grads[k], self.state["velocity"][k])
+            for (p, g, v), (s,) in _blocks(arrays, self.scratch[k]):
+                xp = get_array_module(p)
+                v *= self.momentum
+                v += g
+                xp.multiply(v, self.lr, out=s)   # lr * v
+                p -= s
+
+
+class Adam(optim.Adam):
+    """optim.Adam, block by block, with optional weight decay: the same numbers.
+
+    weight_decay ({name: c}, optional) adds (c/2)||p||^2 to the objective for those
+    parameters: their update uses g + c p (``grads`` itself is left as it is), exactly the
+    gradient that objective has. ``step`` returns the penalty's value, summed over those
+    parameters at the weights before the update (a 0-d array; zero without decay).
+    """
+
+    def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=None):
+        super().__init__(params, lr, beta1, beta2, eps)
+        self.weight_decay = {k: float(c) for k, c in (weight_decay or {}).items()}
+        unknown = sorted(set(self.weight_decay) - set(params))
+        if unknown:
+            raise ValueError(f"Adam: weight_decay names parameters it does not optimise: {unknown}")
+        if not all(c >= 0 for c in self.weight_decay.values()):
+            raise ValueError(f"Adam: weight decay coefficients must be >= 0, got {self.weight_decay}")
+        # two buffers for the update's intermediate terms, a third for g + c p
+        self.scratch = {k: _scratch(p, 3 if k in self.weight_decay else 2) for k, p in params.items()}
+
+    def step(self, grads):
+        self.check(grads)
+        self.t += 1
+        b1, b2 = self.beta1, self.beta2
+        c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t
+        first = next(iter(self.params.values()))
+        penalty = get_array_module(first).zeros((), dtype=first.dtype)
+        for k in self.params:
+            c = self.weight_decay.get(k, 0.0)
+            arrays = (self.params[k], grads[k], self.state["m"][k], self.state["v"][k])
+            for (p, g, m, v), scratch in _blocks(arrays, self.scratch[k]):
+                xp = get_array_module(p)
+                s1, s2 = scratch[:2]
+                if c:
+                    # (c/2)||p||^2 and the penalised gradient g + c p, while p is in cache
+                    penalty = penalty + (c / 2) * xp.vdot(p, p)
+                    g_pen = scratch[2]
+                    xp.multiply(p, c, out=g_pen)
+                    g_pen += g
+                    g = g_pen
+                # The operations of optim.Adam.step, in its order, into scratch buffers:
+                xp.multiply(g, 1 - b1, out=s1)   # m <- b1 m + (1 - b1) g
+                m *= b1
+                m += s1
+                xp.multiply(g, g, out=s1)        # v <- b2 v + (1 - b2) g^2
+                s1 *= 1 - b2
+                v *= b2
+                v += s1
+                xp.divide(v, c2, out=s2)         # sqrt(v_hat) + eps
+                xp.sqrt(s2, out=s2)
+                s2 += self.eps
+                xp.divide(m, c1, out=s1)         # lr m_hat / (sqrt(v_hat) + eps)
+                s1 *= self.lr
+                s1 /= s2
+                p -= s1
+        return penalty
+
+
+class FastTrainer(Trainer):
+    """trainer.Trainer on the fast optimisers, with L_reg (Eq. 7) as weight decay.
+
+    l2 ||W||^2 is the penalty (c/2)||W||^2 with c = 2 l2, so the embedding player's fast
+    Adam gets weight decay 2 l2 on the weights L_reg penalises, and the step asks
+    loss_and_grads for every other term (l_reg=False). The gradient Adam uses is then
+    g + 2 l2 W, the one loss_and_grads would have returned, and the parameters after
+    each step are the textbook Trainer's bit for bit. The logged L_reg is Adam's sum of
+    dot products instead of l2_penalty's sum of squares: equal up to rounding.
+    """
+
+    def make_optimizers(self):
+        m, c = self.model, self.model.config
+        decay = {name: 2.0 * c.l2 for name in m.l_reg_weights()} if c.l2 else None
+        self.opt_emb = Adam(m.named("params", m.EMBEDDING_PARTS), lr=c.lr, weight_decay=decay)
+        self.opt_adv = Adam(m.named("params", m.ADVERSARY_PARTS), lr=c.lr_adv or c.lr)
+
+    def train_step(self, img, txt, labels, noise, progress):
+        m = self.model
+        lam = m.config.lam_at(progress)
+        terms = m.loss_and_grads(img, txt, labels, noise, lam, l_reg=False)
+        terms["L_reg"] = self.opt_emb.step(m.named("grads", m.EMBEDDING_PARTS))
+        if self.step_count % m.config.k == 0:
+            self.opt_adv.step(m.named("grads", m.ADVERSARY_PARTS))
+        self.step_count += 1
+        return terms, lam
+
+
+def argsort_desc_float32(sim):
+    """The stable descending order of each row of a float32 NumPy sim (c, ng), by
+    sorting integers: NumPy's plain sort of 64-bit integers is several times faster than
+    its stable argsort (it uses SIMD sorting networks where the CPU has them).
+
+    Each entry becomes one 64-bit key: the high 32 bits are the similarity, as an
+    integer that grows as the similarity falls, the low 32 bits its gallery index.
+    (IEEE float bits, read as a signed integer, order non-negative floats like their
+    values and negative ones in reverse; XOR-ing the low 31 bits of the non-negative
+    ones turns that into one descending order, with every non-negative key below
+    every negative one.) The keys are distinct, so their order is unique: by
+    similarity, highest first, equal similarities by index, ascending, exactly as the
+    stable sort. Adding 0.0 first turns -0.0 into 0.0: equal values, equal keys.
+    Temporaries are updated in place: at this size (c x ng) memory is the cost.
+    """
+    bits = (sim + numpy.float32(0.0)).view(numpy.int32)
+    flip = ~bits
+    flip >>= 31                        # -1 (all ones) where sim >= 0, else 0
+    flip &= 0x7FFFFFFF
+    flip ^= bits                       # the descending key, as a 32-bit pattern
+    key = flip.view(numpy.uint32).astype(numpy.uint64)
+    key <<= numpy.uint64(32)
+    key |= numpy.arange(sim.shape[1], dtype=numpy.uint64)
+    key.sort(axis=1)
+    key &= numpy.uint64(0xFFFFFFFF)    # keep the indices (< 2**32, so int64 reads them)
+    return key.view(numpy.int64)
