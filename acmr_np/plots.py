@@ -1,4 +1,4 @@
-"""Figures and retrieval examples that show what a run learnt.
+"""Figures that show what a run learnt.
 
 ``make_run_figures`` writes everything into a run folder; each piece can also be made
 on its own:
@@ -8,9 +8,9 @@ on its own:
 - ``plot_retrieval_curves`` (data from ``retrieval_curves``): precision-recall and
   precision@k in both directions, several methods on the same axes;
 - ``plot_common_space``: the joint embeddings of both modalities in 2-D (PCA), before
-  and after training, colour = class, marker = modality;
-- ``retrieval_examples`` / ``write_examples``: the classes of the top-k results of a
-  few queries, marked relevant or not, as plain text.
+  and after training, colour = class, marker = modality.
+
+The retrieval examples and the other text are in acmr_np.report.
 
 matplotlib is optional (``pip install 'acmr_np[plot]'``) and imported only inside the
 functions that draw. We never import pyplot: each figure is a bare
@@ -27,12 +27,11 @@ import numpy
 from .backend import to_host
 from .errors import InputError
 from .files import atomic_write, write_text
-from .metrics import cosine_similarity, precision_recall_curve
+from .metrics import precision_recall_curve
+from .report import DIRECTIONS, host_pair, pick_queries, retrieval_examples
 
 MISSING_MATPLOTLIB = "figures need matplotlib: pip install 'acmr_np[plot]'"
-RELEVANT, NOT_RELEVANT = "\u2713", "\u2717"  # check mark and ballot x
 DPI = 120
-DIRECTIONS = (("img2txt", "image \u2192 text"), ("txt2img", "text \u2192 image"))
 FILES = {"training_curves": "training_curves.png", "retrieval_curves": "retrieval_curves.png",
          "common_space": "common_space.png", "examples": "examples.txt"}
 
@@ -72,19 +71,6 @@ def _class_colours(n_classes):
     if n_classes <= 20:
         return [colormaps["tab20"](i) for i in range(n_classes)]
     return [colormaps["turbo"](x) for x in numpy.linspace(0.05, 0.95, n_classes)]
-
-
-def _host_pair(pair, name):
-    """(img_emb, txt_emb) on any backend -> two host float64 arrays of one width."""
-    try:
-        img, txt = pair
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a pair (img_emb, txt_emb)") from None
-    img, txt = (numpy.asarray(to_host(a), dtype=numpy.float64) for a in (img, txt))
-    if img.ndim != 2 or txt.ndim != 2 or img.shape[1] != txt.shape[1]:
-        raise InputError(f"{name}: expected image and text embeddings (n, m) of one width m, "
-                         f"got shapes {img.shape} and {txt.shape}")
-    return img, txt
 
 
 # ---- training curves ----------------------------------------------------------------
@@ -244,7 +230,7 @@ def plot_common_space(before, after, labels, path, *, titles=("before training",
     random subset, the same for every panel); the PCA uses all of them.
     """
     labels = numpy.asarray(to_host(labels))
-    panels = [(t, _host_pair(p, t)) for t, p in zip(titles, (before, after)) if p is not None]
+    panels = [(t, host_pair(p, t)) for t, p in zip(titles, (before, after)) if p is not None]
     if not panels:
         raise InputError("nothing to plot: both before and after are None")
     for t, (img, txt) in panels:
@@ -285,74 +271,6 @@ def plot_common_space(before, after, labels, path, *, titles=("before training",
     return _save(fig, path)
 
 
-# ---- retrieval examples ----------------------------------------------------------------
-
-def pick_queries(labels, n=4):
-    """n query indices from n different classes spread over the label range: for each
-    chosen class, its first item. Deterministic."""
-    labels = numpy.asarray(to_host(labels))
-    classes = numpy.unique(labels)
-    chosen = classes[numpy.unique(numpy.linspace(0, len(classes) - 1, min(n, len(classes))).round().astype(int))]
-    return [int(numpy.flatnonzero(labels == c)[0]) for c in chosen]
-
-
-def retrieval_examples(img_emb, txt_emb, labels, queries, k=10, class_names=None, title=None):
-    """For each query index, both directions: the classes of the top-k results.
-
-    img_emb (n, m), txt_emb (n, m), labels (n,) of one paired split (any backend);
-    queries: indices into it. Query i is image i (ranking all texts) and text i
-    (ranking all images), ranked by cosine similarity with the tie rule of
-    acmr_np.metrics (equal similarities in gallery order). Each result is printed as
-    its class followed by ✓ (same class as the query: relevant) or ✗. Returns text.
-    """
-    img, txt = _host_pair((img_emb, txt_emb), "embeddings")
-    labels = numpy.asarray(to_host(labels))
-    n = len(labels)
-    if not len(img) == len(txt) == n:
-        raise InputError(f"{len(img)} image and {len(txt)} text embeddings for {n} labels")
-    queries = [int(q) for q in queries]
-    bad = [q for q in queries if not 0 <= q < n]
-    if bad:
-        raise InputError(f"query indices {bad} are outside 0..{n - 1}")
-    if isinstance(k, bool) or int(k) != k or k < 1:
-        raise InputError(f"k must be a positive integer, got {k!r}")
-    k = min(int(k), n)
-    if class_names is not None and len(class_names) <= int(labels.max()):
-        raise InputError(f"{len(class_names)} class names for labels up to {int(labels.max())}")
-
-    cw = len(str(int(labels.max())))                                  # widths that keep columns aligned
-    nw = max(len(str(c)) for c in class_names) if class_names is not None else 0
-
-    def name(c):
-        return f"class {c:>{cw}}" + (f" {class_names[c]:<{nw}}" if class_names is not None else "")
-
-    width = len(str(n - 1))
-    lines = [title] if title else []
-    lines += [f"Top {k} results of each query by cosine similarity, best first: the class of each "
-              f"result, {RELEVANT} = same class as the query (relevant), {NOT_RELEVANT} = another class."]
-    if class_names is not None:
-        lines.append("classes: " + ", ".join(f"{i} {c}" for i, c in enumerate(class_names)))
-    for key, direction in DIRECTIONS:
-        q_emb, g_emb = (img, txt) if key == "img2txt" else (txt, img)
-        q_word = "image" if key == "img2txt" else "text "
-        lines += ["", direction]
-        sim = cosine_similarity(q_emb[queries], g_emb)                  # (len(queries), n)
-        top = numpy.argsort(-sim, axis=1, kind="stable")[:, :k]         # (len(queries), k)
-        for q, ranked in zip(queries, top):
-            rel = labels[ranked] == labels[q]
-            marks = " ".join(f"{c:>{cw}}{RELEVANT if r else NOT_RELEVANT}"
-                             for c, r in zip(labels[ranked].tolist(), rel))
-            lines.append(f"  {q_word} {q:>{width}}  {name(labels[q])}  "
-                         f"{int(rel.sum()):>{len(str(k))}}/{k} relevant:  {marks}")
-    return "\n".join(lines) + "\n"
-
-
-def write_examples(img_emb, txt_emb, labels, queries, path, k=10, class_names=None, title=None):
-    """``retrieval_examples`` written atomically to ``path`` (UTF-8); returns ``path``."""
-    write_text(path, retrieval_examples(img_emb, txt_emb, labels, queries, k, class_names, title))
-    return os.fspath(path)
-
-
 # ---- everything for one run --------------------------------------------------------------
 
 def initial_model(data, cfg, seed, xp=numpy):
@@ -374,7 +292,7 @@ def make_run_figures(run_dir, model, data, history=None, *, before=None, baselin
     training" (None: the "after" panel only); baseline: a fitted CCA (default: fitted
     here on data.train, components chosen on data.val, as acmr_np.baselines does);
     split: which split to show ("test"); queries: indices for the examples (default
-    ``pick_queries``). Returns {figure name: path} for the files written:
+    ``report.pick_queries``). Returns {figure name: path} for the files written:
     training_curves.png, retrieval_curves.png, common_space.png, examples.txt.
     """
     if split not in ("train", "val", "test"):
@@ -386,8 +304,8 @@ def make_run_figures(run_dir, model, data, history=None, *, before=None, baselin
         from .cca import fit_select
         baseline = fit_select(data.train, data.val)
     s = getattr(data, split)
-    emb = _host_pair(model.embed(s.img, s.txt), "model embeddings")
-    base_emb = _host_pair(baseline.embed(s.img, s.txt), "baseline embeddings")
+    emb = host_pair(model.embed(s.img, s.txt), "model embeddings")
+    base_emb = host_pair(baseline.embed(s.img, s.txt), "baseline embeddings")
     base_name = f"CCA ({baseline.n_components} components)" if hasattr(baseline, "n_components") else "baseline"
     out = {key: os.path.join(run_dir, filename) for key, filename in FILES.items()}
     paths = {}
@@ -396,7 +314,7 @@ def make_run_figures(run_dir, model, data, history=None, *, before=None, baselin
     paths["retrieval_curves"] = plot_retrieval_curves(
         {name: retrieval_curves(*emb, s.labels), base_name: retrieval_curves(*base_emb, s.labels)},
         out["retrieval_curves"], title=f"Retrieval on the {split} split ({len(s)} pairs, cosine similarity)")
-    before_emb = _host_pair(before.embed(s.img, s.txt), "untrained embeddings") if before is not None else None
+    before_emb = host_pair(before.embed(s.img, s.txt), "untrained embeddings") if before is not None else None
     paths["common_space"] = plot_common_space(
         before_emb, emb, s.labels, out["common_space"], class_names=class_names,
         titles=(f"{name} before training (initial weights)", f"{name} after training"))

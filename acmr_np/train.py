@@ -30,6 +30,7 @@ from .files import save_npz, write_json
 from .metrics import evaluate_retrieval, paired_map
 from .model import ACMR, LAMBDA_SCHEDULES, TRIPLET_FORMS, ACMRConfig, Trainer, load_model_arrays
 from .plots import initial_model, make_run_figures, require_matplotlib  # matplotlib itself loads lazily
+from .report import format_epoch, format_table
 from .triplets import STRATEGIES
 
 TERMS = ("L_imi", "L_imd", "L_reg", "L_adv", "adv_acc")
@@ -189,18 +190,6 @@ def evaluate_split(model, split):
     """Test-protocol numbers (mAP@all, mAP@50, both directions) of a model on one split."""
     s_v, s_t = model.embed(split.img, split.txt)
     return evaluate_retrieval(s_v, s_t, split.labels, k=50)
-
-
-def format_table(metrics, n_test, title="test"):
-    return (f"{title} ({n_test} pairs)   img->txt  txt->img   average\n"
-            f"  mAP@all            {metrics['map_img2txt']:8.4f}  {metrics['map_txt2img']:8.4f}  {metrics['map_avg']:8.4f}\n"
-            f"  mAP@50             {metrics['map50_img2txt']:8.4f}  {metrics['map50_txt2img']:8.4f}  {metrics['map50_avg']:8.4f}")
-
-
-def format_epoch(row, epochs):
-    return (f"epoch {row['epoch']:3d}/{epochs}  L_imi {row['L_imi']:.4f}  L_imd {row['L_imd']:.4f}  "
-            f"L_reg {row['L_reg']:.4f}  L_adv {row['L_adv']:.4f}  lambda {row['lam']:.4f}  "
-            f"adv_acc {row['adv_acc']:.3f}  val_mAP {row['val_map']:.4f}  {row['seconds']:.2f}s")
 
 
 # ---- the command line -----------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Every figure is a real PNG from a small run (Agg, no display); retrieval examples mark
-relevance correctly; a missing matplotlib gives the install hint."""
+"""Every figure is a real PNG from a small run (Agg, no display); a missing matplotlib
+gives the install hint. (Retrieval examples: tests/test_report.py.)"""
 import os
 import sys
 
@@ -111,33 +111,6 @@ def test_make_run_figures_writes_everything(trained, tmp_path):
     only.mkdir()
     assert sorted(plots.make_run_figures(str(only), trained.model, trained.data)) == [
         "common_space", "examples", "retrieval_curves"]
-
-
-def test_retrieval_examples_marks_relevance():
-    # Three pairs on the axes of the plane; class 0 twice. Image 0 = (1, 0) ranks the
-    # texts by cosine: text 0 (1, 0) = 1, text 2 (1, 1)/sqrt2 = 0.71, text 1 (0, 1) = 0.
-    img = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-    txt = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-    labels = np.array([0, 1, 0])
-    text = plots.retrieval_examples(img, txt, labels, [0, 1], k=3, class_names=["art", "music"])
-    lines = text.splitlines()
-    i2t, t2i = lines.index("image \u2192 text"), lines.index("text \u2192 image")
-    assert lines[i2t + 1].split() == ["image", "0", "class", "0", "art", "2/3", "relevant:",
-                                      "0\u2713", "0\u2713", "1\u2717"]
-    # image 1 = (0, 1): text 1 (1), text 2 (0.71), text 0 (0)
-    assert lines[i2t + 2].split()[-5:] == ["1/3", "relevant:", "1\u2713", "0\u2717", "0\u2717"]
-    assert lines[t2i + 1].split()[-3:] == ["0\u2713", "0\u2713", "1\u2717"]
-    assert "classes: 0 art, 1 music" in text
-    # k is capped by the gallery; bad query indices are an InputError
-    assert "3/3" not in plots.retrieval_examples(img, txt, labels, [0], k=10)
-    with pytest.raises(InputError, match="outside"):
-        plots.retrieval_examples(img, txt, labels, [3])
-
-
-def test_write_examples(tmp_path):
-    e = np.eye(3)
-    path = plots.write_examples(e, e, np.array([0, 1, 2]), [0], tmp_path / "ex.txt", k=2)
-    assert "1/2 relevant" in open(path, encoding="utf-8").read()
 
 
 def test_missing_matplotlib_says_how_to_install(monkeypatch, tmp_path):

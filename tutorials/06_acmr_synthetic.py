@@ -26,7 +26,8 @@ from acmr_np.gradcheck import numerical_gradient, relative_error
 from acmr_np.losses import softmax_cross_entropy, triplet_hinge
 from acmr_np.metrics import evaluate_retrieval
 from acmr_np.model import ACMR, ACMRConfig
-from acmr_np.train import Run, format_epoch
+from acmr_np.report import format_epoch
+from acmr_np.train import Run
 
 EPOCHS = 10   # quick; `python -m acmr_np.train` trains 30
 

@@ -131,8 +131,9 @@ assert m["map_avg"] > chance + 0.15
 #
 # `acmr_np.plots` (matplotlib, optional: `pip install 'acmr_np[plot]'`) draws the
 # training curves of a run, precision-recall and precision@k curves for several
-# methods, and the common space in 2-D (PCA) before and after training, and lists the
-# classes of the top results of a few queries. The files go into a temporary folder.
+# methods, and the common space in 2-D (PCA) before and after training; `acmr_np.report`
+# lists the classes of the top results of a few queries. The files go into a temporary
+# folder.
 
 # %%
 have_plots = importlib.util.find_spec("acmr_np.plots") is not None
@@ -141,7 +142,7 @@ if not (have_plots and have_mpl):
     print("\nnote: figures skipped: " + ("matplotlib is not installed (pip install 'acmr_np[plot]')"
                                           if have_plots else "acmr_np.plots is not in this version of the package"))
 else:
-    from acmr_np import plots
+    from acmr_np import plots, report
 
     out = tempfile.mkdtemp(prefix="acmr_tutorial07_")
     before = untrained.embed(test.img, test.txt)
@@ -152,8 +153,8 @@ else:
                                     os.path.join(out, "retrieval_curves.png"),
                                     title=f"Synthetic test split, ACMR after {EPOCHS} epochs"),
         plots.plot_common_space(before, (s_v, s_t), test.labels, os.path.join(out, "common_space.png")),
-        plots.write_examples(s_v, s_t, test.labels, plots.pick_queries(test.labels),
-                             os.path.join(out, "examples.txt"), k=10),
+        report.write_examples(s_v, s_t, test.labels, report.pick_queries(test.labels),
+                              os.path.join(out, "examples.txt"), k=10),
     ]
     for p in paths:
         assert os.path.getsize(p) > 0
