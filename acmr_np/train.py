@@ -29,7 +29,7 @@ from .errors import InputError
 from .files import save_npz, write_json
 from .metrics import evaluate_retrieval, paired_map
 from .model import ACMR, LAMBDA_SCHEDULES, TRIPLET_FORMS, ACMRConfig, Trainer, load_model_arrays
-from .plots import initial_model, make_run_figures, require_matplotlib  # matplotlib itself loads lazily
+from .plots import make_run_figures, require_matplotlib  # matplotlib itself loads lazily
 from .report import format_epoch, format_table
 from .triplets import STRATEGIES
 
@@ -279,7 +279,10 @@ def _fresh_out(out):
 
 
 def _write_figures(out, model, data, history, cfg, seed, xp):
-    paths = make_run_figures(out, model, data, history, before=initial_model(data, cfg, seed, xp))
+    # The untrained model the run started from: Run's construction and first draws from
+    # default_rng(seed), hence the same initial weights (tests/test_train.py checks).
+    before = ACMR.for_data(data, cfg, rng=numpy.random.default_rng(seed), xp=xp)
+    paths = make_run_figures(out, model, data, history, before=before)
     print("figures: " + ", ".join(sorted(paths.values())))
 
 

@@ -169,6 +169,26 @@ def test_plots_flag_writes_figures(tmp_path, capsys):
     assert (tmp_path / "eval" / "common_space.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_figures_before_training_show_the_runs_starting_point(monkeypatch, tmp_path):
+    # _write_figures builds the untrained model for the "before training" panel itself;
+    # it must be the very model Run starts from: same weights, same standardisation.
+    from acmr_np.data import make_synthetic
+    data = make_synthetic(0, n_train=160, n_test=80, n_classes=4, d_img=12, d_txt=6)
+    cfg = ACMRConfig(img_hidden=(16,), txt_hidden=(8,), dim=8)
+    passed = {}
+    monkeypatch.setattr(train, "make_run_figures",
+                        lambda out, model, data, history, before: passed.update(before=before) or {})
+    run = train.Run(data, cfg, epochs=1, batch_size=32, seed=5, xp=np)  # not trained: its initial weights
+    train._write_figures(str(tmp_path), run.model, data, None, cfg, 5, np)
+    before = passed["before"]
+    assert before is not run.model
+    assert list(before.named("params")) == list(run.model.named("params"))
+    for k, a in run.model.named("params").items():
+        np.testing.assert_array_equal(a, before.named("params")[k])
+    assert sorted(before.input_stats) == sorted(run.model.input_stats)
+    for k, a in run.model.input_stats.items():
+        np.testing.assert_array_equal(a, before.input_stats[k])
+
 def test_plots_without_matplotlib_fails_before_training(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
