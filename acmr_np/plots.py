@@ -276,12 +276,15 @@ def plot_retrieval_curves(curves, *, title=None, fig=None):
 def pca_2d(img_emb, txt_emb):
     """PCA of the stacked embeddings of both modalities, by SVD.
 
-    img_emb (n, m), txt_emb (n', m) -> (img_xy (n, 2), txt_xy (n', 2), explained (2,)):
+    img_emb (n, m), txt_emb (n', m), any backend -> host float64 arrays (img_xy (n, 2),
+    txt_xy (n', 2), explained (2,)):
     Z = [img; txt] centred by its mean, Z = U S V^T, coordinates Z V[:, :2], and the
     share of variance S_j^2 / sum S^2 of each axis. One PCA for both modalities, so
     their positions are comparable. A 1-d space gets a zero second axis.
     """
-    z = numpy.vstack([img_emb, txt_emb]).astype(numpy.float64)
+    # on the host (the SVD of a small matrix; matplotlib draws host arrays anyway)
+    img, txt = (numpy.asarray(to_host(a), dtype=numpy.float64) for a in (img_emb, txt_emb))
+    z = numpy.vstack([img, txt])                     # a new array: the inputs stay as they were
     z -= z.mean(axis=0)
     _, s, vt = numpy.linalg.svd(z, full_matrices=False)
     xy = numpy.zeros((len(z), 2))
@@ -290,7 +293,7 @@ def pca_2d(img_emb, txt_emb):
     total = float((s ** 2).sum())
     explained = numpy.zeros(2)
     explained[:k] = s[:k] ** 2 / total if total > 0 else 0.0
-    return xy[:len(img_emb)], xy[len(img_emb):], explained
+    return xy[:len(img)], xy[len(img):], explained
 
 
 def plot_common_space(before, after, labels, *, titles=("before training", "after training"),

@@ -1,7 +1,7 @@
 """Every figure is drawn from its data (checked on the Figure's axes, titles and lines),
 shows inline in IPython as a PNG, can be drawn into a SubFigure, and is written as a real
-PNG, atomically, by save_figure; make_run_figures writes a run's files; a missing matplotlib
-gives the install hint."""
+PNG, atomically, by save_figure; make_run_figures writes a run's files; pca_2d takes any
+backend; a missing matplotlib gives the install hint."""
 import math
 import os
 import pathlib
@@ -224,6 +224,34 @@ def test_pca_2d_finds_the_main_axis():
     z = np.vstack([img, img[:20]])
     along = (z - z.mean(axis=0)) @ np.array([0.6, 0.8, 0.0])
     np.testing.assert_allclose(np.abs(np.concatenate([img_xy, txt_xy])[:, 0]), np.abs(along), atol=1e-12)
+
+
+class FakeDeviceArray:
+    """Looks like a CuPy array to acmr_np.backend.to_host: its type's module is cupy's, and
+    .get() copies it to the host. Anything else (numpy.vstack, arithmetic) fails on it."""
+
+    def __init__(self, a):
+        self._a = np.asarray(a)
+
+    def get(self):
+        return self._a.copy()
+
+
+FakeDeviceArray.__module__ = "cupy._core.core"
+
+
+def test_pca_2d_and_common_space_take_device_arrays():
+    rng = np.random.default_rng(1)
+    img, txt = rng.normal(size=(30, 4)), rng.normal(size=(30, 4))
+    on_host = plots.pca_2d(img, txt)
+    on_device = plots.pca_2d(FakeDeviceArray(img), FakeDeviceArray(txt))
+    for a, b in zip(on_host, on_device):
+        assert type(b) is np.ndarray
+        np.testing.assert_array_equal(a, b)
+    pytest.importorskip("matplotlib")
+    labels = FakeDeviceArray(np.arange(30) % 3)
+    fig = plots.plot_common_space(None, (FakeDeviceArray(img), FakeDeviceArray(txt)), labels)
+    np.testing.assert_array_equal(fig.axes[0].collections[0].get_offsets(), on_host[0])
 
 
 def test_save_figure_writes_png_atomically(tmp_path):
