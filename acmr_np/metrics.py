@@ -133,6 +133,23 @@ def cosine_similarity(queries, gallery):
     return _l2_normalise(queries, xp) @ _l2_normalise(gallery, xp).T
 
 
+def rank_gallery(query_emb, gallery_emb, top=None):
+    """Each query's ranking of the gallery, best first: the ranking every metric here
+    scores, for looking at a few queries (retrieval examples, debugging).
+
+    query_emb (nq, d), gallery_emb (ng, d), any backend; top: how many ranks to keep
+    (None: all ng; more than ng is the same as ng). Returns a host int64 array
+    (nq, top) of gallery indices: cosine similarity, highest first, equal similarities
+    by gallery index, ascending. Builds the full (nq, ng) similarity matrix, so it is
+    meant for a few queries, not for scoring a whole split.
+    """
+    sim = cosine_similarity(query_emb, gallery_emb)             # (nq, ng), on the inputs' backend
+    if top is not None:
+        _check_positive_int(top, "top")
+    ng = sim.shape[1]
+    top = ng if top is None else min(int(top), ng)
+    return to_host(_stable_argsort_desc(sim, get_array_module(sim))[:, :top])
+
 def average_precisions(query_emb, query_labels, gallery_emb, gallery_labels,
                        k=None, chunk_size=256):
     """Average precision of every query against the whole gallery.

@@ -1,24 +1,35 @@
-"""Figures and retrieval examples that show what a run learnt.
+"""Figures that show what a run learnt.
 
-``make_run_figures`` writes everything into a run folder; each piece can also be made
-on its own:
+Every ``plot_*`` function takes its data and returns a ``matplotlib.figure.Figure``;
+none writes a file. ``save_figure(fig, path)`` writes one as PNG, and
+``make_run_figures`` draws and writes everything of one run into its folder (what
+``python -m acmr_np.train --plots`` does):
 
 - ``plot_training_curves``: every loss term, lambda, the modality classifier's accuracy
   and the validation mAP, per epoch;
 - ``plot_retrieval_curves`` (data from ``retrieval_curves``): precision-recall and
   precision@k in both directions, several methods on the same axes;
-- ``plot_common_space``: the joint embeddings of both modalities in 2-D (PCA), before
-  and after training, colour = class, marker = modality;
-- ``retrieval_examples`` / ``write_examples``: the classes of the top-k results of a
-  few queries, marked relevant or not, as plain text.
+- ``plot_common_space`` (by ``pca_2d``): the joint embeddings of both modalities in 2-D,
+  before and after training, colour = class, marker = modality.
+
+The retrieval examples and the other text are in acmr_np.report.
+
+Each figure has several panels, so the one convention for drawing into a figure of your
+own is ``fig=``: an empty Figure or SubFigure (e.g. one of ``fig.subfigures(1, 2)``, to
+put two of these side by side) that the function fills with its panels and title; the
+return value is then its root Figure. Give it constrained layout
+(``layout="constrained"``), which the legends placed beside the axes rely on.
 
 matplotlib is optional (``pip install 'acmr_np[plot]'``) and imported only inside the
-functions that draw. We never import pyplot: each figure is a bare
-``matplotlib.figure.Figure`` attached to the Agg canvas (the non-interactive PNG
-renderer), so nothing is ever shown, no global backend is switched under a user's
-feet (a Jupyter session keeps its own), and no figure lingers in pyplot's registry.
-Every file is written atomically (acmr_np.files).
+functions that draw. We never import pyplot: a new figure is attached to the Agg canvas
+(the non-interactive PNG renderer), so no global backend is switched under a user's feet
+and no figure lingers in pyplot's registry. Jupyter would show such a bare Figure only
+as its repr (matplotlib-inline registers its PNG formatter for Figure only once pyplot
+is loaded with the inline backend), so new figures are an ``InlineFigure``, a Figure
+with ``_repr_png_``: a cell that returns one shows it. Files are written atomically
+(acmr_np.files).
 """
+import io
 import math
 import os
 
@@ -27,39 +38,101 @@ import numpy
 from .backend import to_host
 from .errors import InputError
 from .files import atomic_write, write_text
-from .metrics import cosine_similarity, precision_recall_curve
+from .metrics import precision_recall_curve
+from .report import DIRECTIONS, host_pair, pick_queries, retrieval_examples
 
 MISSING_MATPLOTLIB = "figures need matplotlib: pip install 'acmr_np[plot]'"
-RELEVANT, NOT_RELEVANT = "\u2713", "\u2717"  # check mark and ballot x
-DPI = 120
-DIRECTIONS = (("img2txt", "image \u2192 text"), ("txt2img", "text \u2192 image"))
+DPI = 120  # of the PNG files and of the inline display
 FILES = {"training_curves": "training_curves.png", "retrieval_curves": "retrieval_curves.png",
          "common_space": "common_space.png", "examples": "examples.txt"}
 
 
 # ---- matplotlib plumbing ------------------------------------------------------------
 
-def _new_figure(figsize):
-    """A Figure on the Agg canvas (no pyplot, no display), with constrained layout."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
+_inline_figure = None  # the InlineFigure class, made on first use: matplotlib loads lazily
+
+
+def _figure_class():
+    """The Figure subclass that IPython displays as a PNG; InputError without matplotlib."""
+    global _inline_figure
+    try:  # every time, not only the first: the import is what tells that matplotlib is there
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
         from matplotlib.figure import Figure
     except ImportError:
         raise InputError(MISSING_MATPLOTLIB) from None
-    fig = Figure(figsize=figsize, layout="constrained")
+    if _inline_figure is None:
+        class InlineFigure(Figure):
+            """A matplotlib Figure that IPython and Jupyter display as a PNG image."""
+
+            def _repr_png_(self):
+                # IPython's "image/png" formatter calls this when no printer is registered
+                # for Figure (pyplot's inline backend registers one, which then wins).
+                return figure_png(self)
+
+        # a module-level name (see __getattr__), so that pickle finds the class
+        InlineFigure.__module__, InlineFigure.__qualname__ = __name__, "InlineFigure"
+        _inline_figure = InlineFigure
+    return _inline_figure
+
+
+def __getattr__(name):
+    # acmr_np.plots.InlineFigure without importing matplotlib at import time
+    if name == "InlineFigure":
+        return _figure_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _new_figure(figsize):
+    """An InlineFigure on the Agg canvas (no pyplot, no display), constrained layout."""
+    cls = _figure_class()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    fig = cls(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
 
+def _checked(fig, what):
+    """``fig`` if it is a matplotlib Figure or SubFigure, else InputError naming ``what``."""
+    _figure_class()
+    from matplotlib.figure import FigureBase
+    if not isinstance(fig, FigureBase):
+        raise InputError(f"{what} must be a matplotlib Figure or SubFigure, got {type(fig).__name__}")
+    return fig
+
+
+def _target(fig, figsize):
+    """The (sub)figure a plot_* function draws into: ``fig``, or a new InlineFigure."""
+    return _new_figure(figsize) if fig is None else _checked(fig, "fig")
+
+
 def require_matplotlib():
     """Raise InputError now, before any work, when figures cannot be drawn."""
-    _new_figure((1, 1))
+    _figure_class()
 
 
-def _save(fig, path):
-    """Render ``fig`` as PNG into ``path`` atomically; return the path."""
+def figure_png(fig):
+    """The PNG bytes of ``fig`` (a SubFigure: its whole figure) at ``DPI``."""
+    buf = io.BytesIO()
+    _checked(fig, "figure_png's fig").figure.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
+def save_figure(fig, path):
+    """Write ``fig`` (a Figure, or a SubFigure: its whole figure) to ``path`` as PNG at
+    ``DPI``, atomically: a crash leaves the old file or the new one, never half of one.
+    An existing file is replaced. Returns the path as a str.
+
+    The format is always PNG, so a name with another suffix (.pdf, .svg, ...) is an
+    InputError rather than a PNG under a misleading name; ``fig.savefig`` writes the
+    other formats.
+    """
     path = os.fspath(path)
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=DPI))
+    root = _checked(fig, "save_figure's fig").figure  # a SubFigure's .figure: its root Figure
+    suffix = os.path.splitext(path)[1]
+    if suffix and suffix.lower() != ".png":
+        raise InputError(f"{path}: save_figure writes PNG files; name it .png "
+                         f"(fig.savefig writes {suffix} and other formats)")
+    atomic_write(path, lambda f: root.savefig(f, format="png", dpi=DPI))
     return path
 
 
@@ -72,19 +145,6 @@ def _class_colours(n_classes):
     if n_classes <= 20:
         return [colormaps["tab20"](i) for i in range(n_classes)]
     return [colormaps["turbo"](x) for x in numpy.linspace(0.05, 0.95, n_classes)]
-
-
-def _host_pair(pair, name):
-    """(img_emb, txt_emb) on any backend -> two host float64 arrays of one width."""
-    try:
-        img, txt = pair
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a pair (img_emb, txt_emb)") from None
-    img, txt = (numpy.asarray(to_host(a), dtype=numpy.float64) for a in (img, txt))
-    if img.ndim != 2 or txt.ndim != 2 or img.shape[1] != txt.shape[1]:
-        raise InputError(f"{name}: expected image and text embeddings (n, m) of one width m, "
-                         f"got shapes {img.shape} and {txt.shape}")
-    return img, txt
 
 
 # ---- training curves ----------------------------------------------------------------
@@ -101,14 +161,15 @@ _CURVES = (
 )
 
 
-def plot_training_curves(history, path):
-    """One panel per logged quantity against the epoch; returns ``path``.
+def plot_training_curves(history, *, fig=None):
+    """One panel per logged quantity against the epoch; returns the Figure.
 
-    history: a list of per-epoch dicts as in ``Run.history`` (keys epoch, L_imi, L_imd,
+    history: a list of per-epoch dicts as in ``training.History`` (fit's history, Training.history) (keys epoch, L_imi, L_imd,
     L_reg, L_adv, adv_acc, lam, val_map). Loss terms are the epoch's means over
     mini-batches (L_imd and L_adv sum the two modalities, so a modality classifier at
     chance has L_adv = 2 ln 2 and accuracy 0.5, both drawn as dotted lines). The best
-    validation epoch, the one a run keeps, is marked.
+    validation epoch, the one a run keeps, is marked. Panels: a 3 x 3 mosaic, the
+    validation mAP across the bottom row. fig: see the module docstring.
     """
     if not history:
         raise InputError("no training history to plot (no epoch has finished)")
@@ -119,10 +180,10 @@ def plot_training_curves(history, path):
     values = {k: numpy.array([row[k] for row in history], dtype=float) for k, _, _ in _CURVES}
     marker = "o" if len(epochs) <= 40 else None
 
-    fig = _new_figure((13, 9.5))  # first: a clear InputError if matplotlib is missing
+    target = _target(fig, (13, 9.5))  # first: a clear InputError if matplotlib is missing
     from matplotlib.ticker import MaxNLocator
-    axes = fig.subplot_mosaic([["L_imi", "L_imd", "L_reg"], ["L_adv", "adv_acc", "lam"],
-                               ["val_map", "val_map", "val_map"]])
+    axes = target.subplot_mosaic([["L_imi", "L_imd", "L_reg"], ["L_adv", "adv_acc", "lam"],
+                                  ["val_map", "val_map", "val_map"]])
     for key, title, ylabel in _CURVES:
         ax = axes[key]
         ax.plot(epochs, values[key], marker=marker, markersize=3, color="C0")
@@ -143,8 +204,8 @@ def plot_training_curves(history, path):
     for ax in axes.values():  # whole epochs on the x axis, also for a run of one epoch
         ax.set_xlim(epochs[0] - pad, epochs[-1] + pad)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-    fig.suptitle("Training curves (means over each epoch's mini-batches)", fontsize="x-large")
-    return _save(fig, path)
+    target.suptitle("Training curves (means over each epoch's mini-batches)", fontsize="x-large")
+    return target.figure
 
 
 # ---- precision-recall and precision@k -------------------------------------------------
@@ -168,19 +229,20 @@ def retrieval_curves(img_emb, txt_emb, labels, chunk_size=256):
     return out
 
 
-def plot_retrieval_curves(curves, path, title=None):
+def plot_retrieval_curves(curves, *, title=None, fig=None):
     """Precision-recall (left) and precision@k (right), image->text (top) and
-    text->image (bottom), every method on the same axes; returns ``path``.
+    text->image (bottom), every method on the same axes; returns the Figure.
 
     curves: {method name: the dict of ``retrieval_curves``}, drawn in the given order;
     all methods must be scored on the same split. The chance level (a random ranking)
-    is drawn dotted when the curves carry it.
+    is drawn dotted when the curves carry it. Panels: 2 x 2. fig: see the module
+    docstring.
     """
     if not curves:
         raise InputError("no methods to plot")
-    fig = _new_figure((12, 9))  # first: a clear InputError if matplotlib is missing
+    target = _target(fig, (12, 9))  # first: a clear InputError if matplotlib is missing
     from matplotlib.ticker import FormatStrFormatter
-    axes = fig.subplots(2, 2)
+    axes = target.subplots(2, 2)
     for row, (key, direction) in enumerate(DIRECTIONS):
         ax_pr, ax_pk = axes[row]
         for i, (name, c) in enumerate(curves.items()):
@@ -205,8 +267,8 @@ def plot_retrieval_curves(curves, path, title=None):
         for ax in (ax_pr, ax_pk):
             ax.grid(alpha=0.3)
             ax.legend(loc="best")  # the corner that hides the least of the curves
-    fig.suptitle(title or "Retrieval curves", fontsize="x-large")
-    return _save(fig, path)
+    target.suptitle(title or "Retrieval curves", fontsize="x-large")
+    return target.figure
 
 
 # ---- the common space ----------------------------------------------------------------
@@ -214,12 +276,15 @@ def plot_retrieval_curves(curves, path, title=None):
 def pca_2d(img_emb, txt_emb):
     """PCA of the stacked embeddings of both modalities, by SVD.
 
-    img_emb (n, m), txt_emb (n', m) -> (img_xy (n, 2), txt_xy (n', 2), explained (2,)):
+    img_emb (n, m), txt_emb (n', m), any backend -> host float64 arrays (img_xy (n, 2),
+    txt_xy (n', 2), explained (2,)):
     Z = [img; txt] centred by its mean, Z = U S V^T, coordinates Z V[:, :2], and the
     share of variance S_j^2 / sum S^2 of each axis. One PCA for both modalities, so
     their positions are comparable. A 1-d space gets a zero second axis.
     """
-    z = numpy.vstack([img_emb, txt_emb]).astype(numpy.float64)
+    # on the host (the SVD of a small matrix; matplotlib draws host arrays anyway)
+    img, txt = (numpy.asarray(to_host(a), dtype=numpy.float64) for a in (img_emb, txt_emb))
+    z = numpy.vstack([img, txt])                     # a new array: the inputs stay as they were
     z -= z.mean(axis=0)
     _, s, vt = numpy.linalg.svd(z, full_matrices=False)
     xy = numpy.zeros((len(z), 2))
@@ -228,12 +293,12 @@ def pca_2d(img_emb, txt_emb):
     total = float((s ** 2).sum())
     explained = numpy.zeros(2)
     explained[:k] = s[:k] ** 2 / total if total > 0 else 0.0
-    return xy[:len(img_emb)], xy[len(img_emb):], explained
+    return xy[:len(img)], xy[len(img):], explained
 
 
-def plot_common_space(before, after, labels, path, *, titles=("before training", "after training"),
-                      class_names=None, max_points=800, seed=0):
-    """The common space in 2-D, before and after training; returns ``path``.
+def plot_common_space(before, after, labels, *, titles=("before training", "after training"),
+                      class_names=None, max_points=800, seed=0, fig=None):
+    """The common space in 2-D, before and after training; returns the Figure.
 
     before, after: pairs (img_emb (n, m), txt_emb (n, m)) of the same n pairs (any
     backend; ``before`` may be None for a single panel), labels (n,). Each panel is its
@@ -241,16 +306,17 @@ def plot_common_space(before, after, labels, path, *, titles=("before training",
     Colour = class, marker = modality (o image, ^ text). A space where training worked
     shows images and texts of one class mixed in one cluster (modality invariance) and
     classes apart (discrimination). At most ``max_points`` pairs are drawn (a seeded
-    random subset, the same for every panel); the PCA uses all of them.
+    random subset, the same for every panel); the PCA uses all of them. Panels: 1 x 2
+    (1 x 1 without ``before``), one legend beside the last. fig: see the module docstring.
     """
     labels = numpy.asarray(to_host(labels))
-    panels = [(t, _host_pair(p, t)) for t, p in zip(titles, (before, after)) if p is not None]
+    panels = [(t, host_pair(p, t)) for t, p in zip(titles, (before, after)) if p is not None]
     if not panels:
         raise InputError("nothing to plot: both before and after are None")
     for t, (img, txt) in panels:
         if not len(img) == len(txt) == len(labels):
             raise InputError(f"{t}: {len(img)} image and {len(txt)} text embeddings for {len(labels)} labels")
-    fig = _new_figure((6.2 * len(panels) + 1.8, 6.2))  # first: InputError if matplotlib is missing
+    target = _target(fig, (6.2 * len(panels) + 1.8, 6.2))  # first: InputError if matplotlib is missing
     classes = numpy.unique(labels)
     colours = dict(zip(classes.tolist(), _class_colours(len(classes))))
     shown = numpy.arange(len(labels))
@@ -258,7 +324,7 @@ def plot_common_space(before, after, labels, path, *, titles=("before training",
         shown = numpy.sort(numpy.random.default_rng(seed).choice(len(labels), max_points, replace=False))
     colour_of = numpy.array([colours[c] for c in labels[shown].tolist()])
 
-    axes = numpy.atleast_1d(fig.subplots(1, len(panels)))
+    axes = numpy.atleast_1d(target.subplots(1, len(panels)))
     for ax, (title, (img, txt)) in zip(axes, panels):
         img_xy, txt_xy, explained = pca_2d(img, txt)
         ax.scatter(*img_xy[shown].T, s=16, marker="o", c=colour_of, alpha=0.65, linewidths=0)
@@ -281,87 +347,11 @@ def plot_common_space(before, after, labels, path, *, titles=("before training",
                     loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
                     ncol=1 if len(classes) <= 24 else 2)
     subset = f", {len(shown)} of {len(labels)} pairs shown" if len(shown) < len(labels) else ""
-    fig.suptitle(f"Common space, PCA to 2-D (colour: class, marker: modality{subset})", fontsize="x-large")
-    return _save(fig, path)
-
-
-# ---- retrieval examples ----------------------------------------------------------------
-
-def pick_queries(labels, n=4):
-    """n query indices from n different classes spread over the label range: for each
-    chosen class, its first item. Deterministic."""
-    labels = numpy.asarray(to_host(labels))
-    classes = numpy.unique(labels)
-    chosen = classes[numpy.unique(numpy.linspace(0, len(classes) - 1, min(n, len(classes))).round().astype(int))]
-    return [int(numpy.flatnonzero(labels == c)[0]) for c in chosen]
-
-
-def retrieval_examples(img_emb, txt_emb, labels, queries, k=10, class_names=None, title=None):
-    """For each query index, both directions: the classes of the top-k results.
-
-    img_emb (n, m), txt_emb (n, m), labels (n,) of one paired split (any backend);
-    queries: indices into it. Query i is image i (ranking all texts) and text i
-    (ranking all images), ranked by cosine similarity with the tie rule of
-    acmr_np.metrics (equal similarities in gallery order). Each result is printed as
-    its class followed by ✓ (same class as the query: relevant) or ✗. Returns text.
-    """
-    img, txt = _host_pair((img_emb, txt_emb), "embeddings")
-    labels = numpy.asarray(to_host(labels))
-    n = len(labels)
-    if not len(img) == len(txt) == n:
-        raise InputError(f"{len(img)} image and {len(txt)} text embeddings for {n} labels")
-    queries = [int(q) for q in queries]
-    bad = [q for q in queries if not 0 <= q < n]
-    if bad:
-        raise InputError(f"query indices {bad} are outside 0..{n - 1}")
-    if isinstance(k, bool) or int(k) != k or k < 1:
-        raise InputError(f"k must be a positive integer, got {k!r}")
-    k = min(int(k), n)
-    if class_names is not None and len(class_names) <= int(labels.max()):
-        raise InputError(f"{len(class_names)} class names for labels up to {int(labels.max())}")
-
-    cw = len(str(int(labels.max())))                                  # widths that keep columns aligned
-    nw = max(len(str(c)) for c in class_names) if class_names is not None else 0
-
-    def name(c):
-        return f"class {c:>{cw}}" + (f" {class_names[c]:<{nw}}" if class_names is not None else "")
-
-    width = len(str(n - 1))
-    lines = [title] if title else []
-    lines += [f"Top {k} results of each query by cosine similarity, best first: the class of each "
-              f"result, {RELEVANT} = same class as the query (relevant), {NOT_RELEVANT} = another class."]
-    if class_names is not None:
-        lines.append("classes: " + ", ".join(f"{i} {c}" for i, c in enumerate(class_names)))
-    for key, direction in DIRECTIONS:
-        q_emb, g_emb = (img, txt) if key == "img2txt" else (txt, img)
-        q_word = "image" if key == "img2txt" else "text "
-        lines += ["", direction]
-        sim = cosine_similarity(q_emb[queries], g_emb)                  # (len(queries), n)
-        top = numpy.argsort(-sim, axis=1, kind="stable")[:, :k]         # (len(queries), k)
-        for q, ranked in zip(queries, top):
-            rel = labels[ranked] == labels[q]
-            marks = " ".join(f"{c:>{cw}}{RELEVANT if r else NOT_RELEVANT}"
-                             for c, r in zip(labels[ranked].tolist(), rel))
-            lines.append(f"  {q_word} {q:>{width}}  {name(labels[q])}  "
-                         f"{int(rel.sum()):>{len(str(k))}}/{k} relevant:  {marks}")
-    return "\n".join(lines) + "\n"
-
-
-def write_examples(img_emb, txt_emb, labels, queries, path, k=10, class_names=None, title=None):
-    """``retrieval_examples`` written atomically to ``path`` (UTF-8); returns ``path``."""
-    write_text(path, retrieval_examples(img_emb, txt_emb, labels, queries, k, class_names, title))
-    return os.fspath(path)
+    target.suptitle(f"Common space, PCA to 2-D (colour: class, marker: modality{subset})", fontsize="x-large")
+    return target.figure
 
 
 # ---- everything for one run --------------------------------------------------------------
-
-def initial_model(data, cfg, seed, xp=numpy):
-    """The untrained ACMR that ``train.Run(data, cfg, seed=seed, ...)`` starts from:
-    the same construction, the same first draws from ``default_rng(seed)``, the same
-    input standardisation, hence the same initial weights (tests/test_plots.py checks)."""
-    from .model import ACMR
-    return ACMR.for_data(data, cfg, rng=numpy.random.default_rng(seed), xp=xp)
-
 
 def make_run_figures(run_dir, model, data, history=None, *, before=None, baseline=None,
                      split="test", queries=None, class_names=None, name="ACMR"):
@@ -369,13 +359,15 @@ def make_run_figures(run_dir, model, data, history=None, *, before=None, baselin
 
     model: the trained model, anything with ``embed(img, txt) -> (s_v, s_t)`` (an ACMR
     on either backend, or a CCA); data: the PairedDataset it was trained on; history:
-    ``Run.history`` (None: no training curves, e.g. for a loaded checkpoint); before:
-    the untrained model (``initial_model``) for the common-space panel "before
-    training" (None: the "after" panel only); baseline: a fitted CCA (default: fitted
-    here on data.train, components chosen on data.val, as acmr_np.baselines does);
-    split: which split to show ("test"); queries: indices for the examples (default
-    ``pick_queries``). Returns {figure name: path} for the files written:
-    training_curves.png, retrieval_curves.png, common_space.png, examples.txt.
+    ``training.History`` (fit's history, Training.history) (None: no training curves, e.g. for a loaded checkpoint); before:
+    the untrained model, for the common-space panel "before training" (None: the
+    "after" panel only; acmr_np.train passes the one its run started from); baseline:
+    a fitted CCA (default: fitted here on data.train, components chosen on data.val, as
+    acmr_np.baselines does); split: which split to show ("test"); queries: indices for the examples (default
+    ``report.pick_queries``). Returns {figure name: path} for the files written, each
+    atomically: training_curves.png, retrieval_curves.png, common_space.png (by
+    ``save_figure``) and examples.txt (``report.retrieval_examples`` of the model, then
+    of the baseline).
     """
     if split not in ("train", "val", "test"):
         raise InputError(f"split must be train, val or test, got {split!r}")
@@ -386,20 +378,20 @@ def make_run_figures(run_dir, model, data, history=None, *, before=None, baselin
         from .cca import fit_select
         baseline = fit_select(data.train, data.val)
     s = getattr(data, split)
-    emb = _host_pair(model.embed(s.img, s.txt), "model embeddings")
-    base_emb = _host_pair(baseline.embed(s.img, s.txt), "baseline embeddings")
+    emb = host_pair(model.embed(s.img, s.txt), "model embeddings")
+    base_emb = host_pair(baseline.embed(s.img, s.txt), "baseline embeddings")
     base_name = f"CCA ({baseline.n_components} components)" if hasattr(baseline, "n_components") else "baseline"
     out = {key: os.path.join(run_dir, filename) for key, filename in FILES.items()}
     paths = {}
     if history:
-        paths["training_curves"] = plot_training_curves(history, out["training_curves"])
-    paths["retrieval_curves"] = plot_retrieval_curves(
+        paths["training_curves"] = save_figure(plot_training_curves(history), out["training_curves"])
+    paths["retrieval_curves"] = save_figure(plot_retrieval_curves(
         {name: retrieval_curves(*emb, s.labels), base_name: retrieval_curves(*base_emb, s.labels)},
-        out["retrieval_curves"], title=f"Retrieval on the {split} split ({len(s)} pairs, cosine similarity)")
-    before_emb = _host_pair(before.embed(s.img, s.txt), "untrained embeddings") if before is not None else None
-    paths["common_space"] = plot_common_space(
-        before_emb, emb, s.labels, out["common_space"], class_names=class_names,
-        titles=(f"{name} before training (initial weights)", f"{name} after training"))
+        title=f"Retrieval on the {split} split ({len(s)} pairs, cosine similarity)"), out["retrieval_curves"])
+    before_emb = host_pair(before.embed(s.img, s.txt), "untrained embeddings") if before is not None else None
+    paths["common_space"] = save_figure(plot_common_space(
+        before_emb, emb, s.labels, class_names=class_names,
+        titles=(f"{name} before training (initial weights)", f"{name} after training")), out["common_space"])
     queries = pick_queries(s.labels) if queries is None else queries
     text = "\n".join([
         retrieval_examples(*emb, s.labels, queries, class_names=class_names,

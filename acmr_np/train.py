@@ -31,22 +31,11 @@ from .files import write_json
 from .data import load_dataset
 from .model import ACMR
 from .plots import make_run_figures, require_matplotlib  # matplotlib itself loads lazily
+from .report import format_epoch, format_table
 from .training import Training, evaluate
 
 PROG = "python -m acmr_np.train"
 METRICS, CONFIG, CHECKPOINT = "metrics.json", "config.json", checkpoint.CHECKPOINT
-
-
-def format_table(metrics, n_test, title="test"):
-    return (f"{title} ({n_test} pairs)   img->txt  txt->img   average\n"
-            f"  mAP@all            {metrics['map_img2txt']:8.4f}  {metrics['map_txt2img']:8.4f}  {metrics['map_avg']:8.4f}\n"
-            f"  mAP@50             {metrics['map50_img2txt']:8.4f}  {metrics['map50_txt2img']:8.4f}  {metrics['map50_avg']:8.4f}")
-
-
-def format_epoch(row, epochs):
-    return (f"epoch {row['epoch']:3d}/{epochs}  L_imi {row['L_imi']:.4f}  L_imd {row['L_imd']:.4f}  "
-            f"L_reg {row['L_reg']:.4f}  L_adv {row['L_adv']:.4f}  lambda {row['lam']:.4f}  "
-            f"adv_acc {row['adv_acc']:.3f}  val_mAP {row['val_map']:.4f}  {row['seconds']:.2f}s")
 
 
 # ---- the command line -----------------------------------------------------------------
@@ -99,6 +88,8 @@ def _settings(cls, args, base=None):
 
 
 def _write_figures(out, model, data, history, cfg, seed, xp):
+    # The untrained model the run started from: Training's construction and first draws
+    # from default_rng(seed), hence the same initial weights (tests/test_train.py checks).
     before = ACMR.for_data(data, cfg, rng=numpy.random.default_rng(seed), xp=xp)
     paths = make_run_figures(out, model, data, history, before=before)
     print("figures: " + ", ".join(sorted(paths.values())))

@@ -5,7 +5,7 @@ import pytest
 from acmr_np.errors import InputError
 from acmr_np.metrics import (average_precisions, cosine_similarity, evaluate_retrieval,
                              mean_average_precision, precision_at_k,
-                             precision_recall_curve)
+                             precision_recall_curve, rank_gallery)
 
 # One query along the x axis. Every dot product below is exact in floating point
 # (entries are 0, +-1 or equal pairs), so the rankings are certain, ties included.
@@ -62,6 +62,29 @@ def test_many_ties_follow_gallery_order():
     expected_k = (hits / np.arange(1, 301))[:150][relevant[:150]].sum() / hits[149]
     assert ap_of(labels, k=150, gallery=gallery) == pytest.approx(expected_k, abs=1e-14)
 
+
+
+def test_rank_gallery_is_the_ranking_the_metrics_score():
+    # by hand (GALLERY's comment): 2, 3, 0, 1
+    np.testing.assert_array_equal(rank_gallery(QUERY, GALLERY), [[2, 3, 0, 1]])
+    np.testing.assert_array_equal(rank_gallery(QUERY, GALLERY, top=2), [[2, 3]])
+    assert rank_gallery(QUERY, GALLERY, top=99).shape == (1, 4)      # capped by the gallery
+    # the 300-item tie case: best similarity group first, index order inside it
+    rng = np.random.default_rng(3)
+    axes = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    pick = rng.integers(0, 3, size=300)
+    assert rank_gallery(QUERY, axes[pick])[0].tolist() == sorted(range(300), key=lambda j: pick[j])
+    # precision@k from its ranking is precision_at_k's, float32 (the fast sort) included
+    q = rng.normal(size=(20, 5)).astype(np.float32)
+    g = np.round(rng.normal(size=(60, 5)), 1).astype(np.float32)
+    ql, gl = rng.integers(0, 3, size=20), rng.integers(0, 3, size=60)
+    ranked = rank_gallery(q, g)
+    assert ranked.dtype == np.int64 and sorted(ranked[0].tolist()) == list(range(60))
+    hits = np.cumsum(gl[ranked] == ql[:, None], axis=1)
+    np.testing.assert_allclose([hits[:, k - 1].mean() / k for k in (1, 7, 60)],
+                               precision_at_k(q, ql, g, gl, [1, 7, 60]), atol=1e-12)
+    with pytest.raises(InputError, match="top"):
+        rank_gallery(QUERY, GALLERY, top=0)
 
 def test_query_without_relevant_items_scores_zero_and_counts_in_the_mean():
     queries = np.vstack([QUERY, QUERY])

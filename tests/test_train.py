@@ -5,7 +5,8 @@ import sys
 import numpy as np
 import pytest
 
-from acmr_np import training
+from acmr_np import train, training
+from acmr_np.config import ACMRConfig, TrainConfig
 from acmr_np.train import main
 
 FAST = ["--epochs", "3", "--img-hidden", "32", "--txt-hidden", "16", "--dim", "16"]
@@ -172,6 +173,25 @@ def test_plots_flag_writes_figures(tmp_path, capsys):
     assert main(["--eval-only", "--checkpoint", str(tmp_path / "run" / "checkpoint.npz"), "--plots",
                  "--out", str(tmp_path / "eval")]) == 0
     assert (tmp_path / "eval" / "common_space.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_figures_before_training_show_the_runs_starting_point(monkeypatch, tmp_path):
+    # _write_figures builds the untrained model for the "before training" panel itself;
+    # it must be the very model Training starts from: same weights, same standardisation.
+    from acmr_np.data import make_synthetic
+    data = make_synthetic(0, n_train=160, n_test=80, n_classes=4, d_img=12, d_txt=6)
+    cfg = ACMRConfig(img_hidden=(16,), txt_hidden=(8,), dim=8)
+    passed = {}
+    monkeypatch.setattr(train, "make_run_figures",
+                        lambda out, model, data, history, before: passed.update(before=before) or {})
+    run = training.Training(data, cfg, TrainConfig(epochs=1, batch_size=32, seed=5))  # its initial weights
+    train._write_figures(str(tmp_path), run.model, data, None, cfg, 5, np)
+    before = passed["before"]
+    assert before is not run.model
+    want = run.model.state_dict()  # parameters and the input standardisation
+    assert list(before.state_dict()) == list(want) and "txt_projector.standardize.std" in want
+    for k, a in want.items():
+        np.testing.assert_array_equal(a, before.state_dict()[k], err_msg=k)
 
 
 def test_plots_without_matplotlib_fails_before_training(monkeypatch, tmp_path, capsys):

@@ -27,7 +27,7 @@ from acmr_np.losses import softmax_cross_entropy, triplet_hinge
 from acmr_np.metrics import evaluate_retrieval
 from acmr_np.config import ACMRConfig, TrainConfig
 from acmr_np.model import ACMR
-from acmr_np.train import format_epoch
+from acmr_np.report import format_epoch
 from acmr_np.training import Training
 
 EPOCHS = 10   # quick; `python -m acmr_np.train` trains 30

@@ -131,8 +131,10 @@ assert m["map_avg"] > chance + 0.15
 #
 # `acmr_np.plots` (matplotlib, optional: `pip install 'acmr_np[plot]'`) draws the
 # training curves of a run, precision-recall and precision@k curves for several
-# methods, and the common space in 2-D (PCA) before and after training, and lists the
-# classes of the top results of a few queries. The files go into a temporary folder.
+# methods, and the common space in 2-D (PCA) before and after training. Each `plot_*`
+# function returns a matplotlib Figure: in Jupyter, a cell that ends with one shows it;
+# `plots.save_figure(fig, path)` writes it as a PNG. `acmr_np.report` lists the classes
+# of the top results of a few queries, as text. The files go into a temporary folder.
 
 # %%
 have_plots = importlib.util.find_spec("acmr_np.plots") is not None
@@ -141,20 +143,22 @@ if not (have_plots and have_mpl):
     print("\nnote: figures skipped: " + ("matplotlib is not installed (pip install 'acmr_np[plot]')"
                                           if have_plots else "acmr_np.plots is not in this version of the package"))
 else:
-    from acmr_np import plots
+    from acmr_np import plots, report
 
     out = tempfile.mkdtemp(prefix="acmr_tutorial07_")
     before = untrained.embed(test.img, test.txt)
-    paths = [
-        plots.plot_training_curves(run.history, os.path.join(out, "training_curves.png")),
-        plots.plot_retrieval_curves({"ACMR": plots.retrieval_curves(s_v, s_t, test.labels),
-                                     "untrained": plots.retrieval_curves(*before, test.labels)},
-                                    os.path.join(out, "retrieval_curves.png"),
-                                    title=f"Synthetic test split, ACMR after {EPOCHS} epochs"),
-        plots.plot_common_space(before, (s_v, s_t), test.labels, os.path.join(out, "common_space.png")),
-        plots.write_examples(s_v, s_t, test.labels, plots.pick_queries(test.labels),
-                             os.path.join(out, "examples.txt"), k=10),
-    ]
+    figures = {
+        "training_curves": plots.plot_training_curves(run.history),
+        "retrieval_curves": plots.plot_retrieval_curves(
+            {"ACMR": plots.retrieval_curves(s_v, s_t, test.labels),
+             "untrained": plots.retrieval_curves(*before, test.labels)},
+            title=f"Synthetic test split, ACMR after {EPOCHS} epochs"),
+        "common_space": plots.plot_common_space(before, (s_v, s_t), test.labels),
+    }
+    # in a notebook, `figures["common_space"]` alone in a cell displays it
+    paths = [plots.save_figure(fig, os.path.join(out, f"{name}.png")) for name, fig in figures.items()]
+    paths.append(report.write_examples(s_v, s_t, test.labels, report.pick_queries(test.labels),
+                                       os.path.join(out, "examples.txt"), k=10))
     for p in paths:
         assert os.path.getsize(p) > 0
     print(f"\nfigures written to {out}:\n  " + "\n  ".join(os.path.basename(p) for p in paths))
