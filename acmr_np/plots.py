@@ -164,7 +164,7 @@ _CURVES = (
 def plot_training_curves(history, *, fig=None):
     """One panel per logged quantity against the epoch; returns the Figure.
 
-    history: a list of per-epoch dicts as in ``training.History`` (fit's history, Training.history) (keys epoch, L_imi, L_imd,
+    history: a list of per-epoch dicts as in ``training.History`` (fit's second result; keys epoch, L_imi, L_imd,
     L_reg, L_adv, adv_acc, lam, val_map). Loss terms are the epoch's means over
     mini-batches (L_imd and L_adv sum the two modalities, so a modality classifier at
     chance has L_adv = 2 ln 2 and accuracy 0.5, both drawn as dotted lines). The best
@@ -359,7 +359,7 @@ def make_run_figures(run_dir, model, data, history=None, *, before=None, baselin
 
     model: the trained model, anything with ``embed(img, txt) -> (s_v, s_t)`` (an ACMR
     on either backend, or a CCA); data: the PairedDataset it was trained on; history:
-    ``training.History`` (fit's history, Training.history) (None: no training curves, e.g. for a loaded checkpoint); before:
+    ``training.History`` (fit's second result; None: no training curves, e.g. for a loaded checkpoint); before:
     the untrained model, for the common-space panel "before training" (None: the
     "after" panel only; acmr_np.train passes the one its run started from); baseline:
     a fitted CCA (default: fitted here on data.train, components chosen on data.val, as

@@ -25,7 +25,7 @@ DIRECTIONS = (("img2txt", "image \u2192 text"), ("txt2img", "text \u2192 image")
 # ---- the command line's lines ----------------------------------------------------------
 
 def format_epoch(row, epochs):
-    """One line for one epoch of ``training.History`` (fit's history, Training.history) (keys epoch, L_imi, L_imd, L_reg, L_adv,
+    """One line for one epoch of ``training.History`` (fit's second result; keys epoch, L_imi, L_imd, L_reg, L_adv,
     lam, adv_acc, val_map, seconds), out of ``epochs``."""
     return (f"epoch {row['epoch']:3d}/{epochs}  L_imi {row['L_imi']:.4f}  L_imd {row['L_imd']:.4f}  "
             f"L_reg {row['L_reg']:.4f}  L_adv {row['L_adv']:.4f}  lambda {row['lam']:.4f}  "
