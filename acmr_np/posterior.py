@@ -24,7 +24,9 @@ with its gradient, written by hand (Y (n, c) the one-hot labels):
 
 J is convex (a log-sum-exp of affine maps plus a convex penalty) and strictly convex in
 W for reg > 0, so the minimiser does not depend on the starting point; we start at
-zero and run SciPy's L-BFGS-B in float64, which makes the fit deterministic. Because
+zero and run SciPy's L-BFGS-B in float64, which makes the fit deterministic (on one
+BLAS with one thread count: another thread count changes the round-off, and with it
+L-BFGS-B's stopping point, moving mAP by less than 1e-5; docs/RESULTS.md). Because
 the bias is not penalised, (P6) = 0 at the optimum: the mean fitted posterior over the
 training split equals the class frequencies (a test checks this).
 
@@ -40,7 +42,7 @@ entries around 1/128, whose weights would have to be about 100 times those of un
 scale features and would be penalised 10^4 times as much. Standardising with the
 training statistics makes one ``reg`` mean the same for every feature and for both
 modalities (and conditions the problem for L-BFGS). ACMR standardises its inputs the
-same way (model.ACMR.set_input_stats); CCA, for the same reason, scales its ridge by
+same way (model.py, set_input_stats); CCA, for the same reason, scales its ridge by
 each covariance's mean variance. Only the training split's statistics are used.
 
 Why choose reg on validation. reg trades fitting the training labels against
@@ -67,8 +69,9 @@ from .metrics import paired_map
 
 # The reg tried on validation: six decades. On standardised features the data term's
 # gradient is O(1), so reg = 1 flattens the posteriors strongly and 1e-5 barely
-# penalises at all; on the two data sets measured (docs/RESULTS.md) validation
-# chose values inside this range.
+# penalises at all. Measured (docs/RESULTS.md): validation chose 1e-2 on the synthetic
+# data and 1e-5 to 1e-2 on Wikipedia, whose validation scores no longer move below
+# 1e-4 (reg 0 scored within 1e-4 of 1e-5), so the grid needs no smaller values there.
 DEFAULT_REGS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 MAX_ITER = 5000        # L-BFGS-B iterations; the fits measured here need far fewer
 GTOL = 1e-7            # stop when every gradient entry is below this (J is O(1))
