@@ -1,15 +1,16 @@
 """CCA recovers a planted shared signal; its components are chosen on validation only;
-the no-training baseline; the command line."""
+the no-training baseline; the command line, whose table and baselines.json hold the
+numbers of the fitted models (label posterior included; see also test_posterior.py)."""
 import dataclasses
 import json
 
 import numpy as np
 import pytest
 
-from acmr_np import baselines
+from acmr_np import baselines, posterior
 from acmr_np.cca import NoTraining, candidate_components, fit_cca, fit_select
-from acmr_np.metrics import paired_map
-from acmr_np.data import make_split, make_synthetic
+from acmr_np.metrics import evaluate_retrieval, paired_map
+from acmr_np.data import load_dataset, make_split, make_synthetic
 from acmr_np.errors import InputError
 
 
@@ -140,6 +141,23 @@ def test_cli_prints_the_table_and_writes_json(capsys, tmp_path):
     assert "CCA (" in out and "no training (random projections to 64-d, seed 0)" in out and "mAP@all" in out
     saved = json.loads((tmp_path / "out" / "baselines.json").read_text())
     assert set(saved["cca"]) >= {"map_img2txt", "map_txt2img", "map_avg", "n_components", "val_map"}
+    assert set(saved["posterior"]) >= {"map_img2txt", "map_txt2img", "map_avg", "map50_avg", "reg", "val_map",
+                                       "val_map_by_reg", "img_converged", "txt_converged"}
+    # the numbers are those of the models fitted here, on the same splits, scored by evaluate_retrieval
+    loaded = load_dataset(str(path), seed=0)
+    post = posterior.fit_select(loaded.train, loaded.val)
+    cca = fit_select(loaded.train, loaded.val)
+    for name, model in (("posterior", post), ("cca", cca)):
+        expected = evaluate_retrieval(*model.embed(loaded.test.img, loaded.test.txt), loaded.test.labels)
+        assert {k: saved[name][k] for k in expected} == pytest.approx(expected, abs=1e-12)
+    assert saved["posterior"]["reg"] == post.reg and saved["cca"]["n_components"] == cca.n_components
+    assert saved["posterior"]["val_map_by_reg"] == pytest.approx({f"{r:g}": v for r, v in post.val_scores.items()})
+    assert saved["posterior"]["img_converged"] and saved["posterior"]["txt_converged"]
+    # ... and the table prints them: the posterior's mAP@all row, to 4 decimals
+    row = next(line for line in out.splitlines() if line.startswith("label posterior ("))
+    assert f"reg {post.reg:g})" in row
+    assert [float(v) for v in row.split()[-3:]] == [round(saved["posterior"][k], 4)
+                                                   for k in ("map_img2txt", "map_txt2img", "map_avg")]
     assert saved["sizes"] == {"train": 300 - len(data.val), "val": len(data.val), "test": 120}
     # a second run into the same folder is refused, and the first result stays
     before = (tmp_path / "out" / "baselines.json").read_text()
