@@ -35,7 +35,7 @@ def _import_cupy():
     if not usable:
         raise InputError(
             "backend 'cupy': CuPy is installed but no usable CUDA device was found "
-            "(check nvidia-smi and the CUDA driver); use --backend numpy on this machine")
+            "(check nvidia-smi and the CUDA driver); use the numpy backend on this machine")
     return cupy
 
 

@@ -165,7 +165,7 @@ class ACMRConfig(_Settings):
                                    "over training progress p", LAMBDA_SCHEDULES)
     k: "int" = _setting(5, "embedding-player steps per modality-classifier step (Algorithm 1)", minimum=1)
     lr: "float" = _setting(1e-3, "Adam learning rate of both players", above=0)
-    lr_adv: "float" = _setting(0.0, "the modality classifier's learning rate (0: the same as --lr)", minimum=0)
+    lr_adv: "float" = _setting(0.0, "the modality classifier's learning rate (0: the same as lr)", minimum=0)
 
     def lam_at(self, progress):
         """lambda at training progress p in [0, 1]. The DANN ramp (Ganin & Lempitsky
