@@ -315,7 +315,8 @@ def _evaluate_only(args, xp):
             raise InputError(f"checkpoint {args.checkpoint} was trained with {key}={want[key]}, "
                              f"but {data.name} has {key}={have}")
     if data.fingerprint() != want:
-        print(f"note: {data.name} is not the data set the checkpoint was trained on ({want['name']})")
+        trained_on = want.get("name") or source.get("data") or f"synthetic(seed={meta['seed']})"
+        print(f"note: {data.name} is not the data set the checkpoint was trained on ({trained_on})")
     out = _fresh_out(args.out) if args.out else None
     model = model_from_checkpoint(ckpt, meta, xp)
     metrics = evaluate_split(model, data.test)
