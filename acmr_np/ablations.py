@@ -21,7 +21,7 @@ import sys
 
 import numpy
 
-from . import data as data_module
+from . import formats as data_module
 from .backend import BACKENDS, get_backend
 from .cli import ArgumentParser, output_file, run_main
 from .errors import InputError

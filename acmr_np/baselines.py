@@ -13,7 +13,7 @@ See acmr_np/cca.py for the methods themselves.
 import argparse
 import sys
 
-from . import data as data_module
+from . import formats as data_module
 from .cca import DEFAULT_REG, NO_TRAINING_DIM, NoTraining, fit_select
 from .cli import ArgumentParser, output_file, run_main
 from .errors import InputError

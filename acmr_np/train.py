@@ -22,7 +22,7 @@ import time
 
 import numpy
 
-from . import data as data_module
+from . import formats as data_module
 from .backend import BACKENDS, get_backend, to_device, to_host
 from .cli import ArgumentParser, fresh_folder, run_main
 from .errors import InputError

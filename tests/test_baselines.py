@@ -9,7 +9,8 @@ import pytest
 from acmr_np import baselines
 from acmr_np.cca import NoTraining, candidate_components, fit_cca, fit_select
 from acmr_np.metrics import paired_map
-from acmr_np.data import make_split, make_synthetic
+from acmr_np.datasets import make_split
+from acmr_np.synthetic import make_synthetic
 from acmr_np.errors import InputError
 
 
