@@ -12,8 +12,9 @@ setup(
     install_requires=["numpy>=1.22", "scipy>=1.8"],
     extras_require={
         "gpu": ["cupy-cuda12x"],
+        "h5": ["h5py>=3"],
         "plot": ["matplotlib>=3.5"],
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "h5py>=3"],
     },
     entry_points={"console_scripts": ["acmr-train=acmr_np.train:main"]},
 )

@@ -18,7 +18,8 @@ __version__ = "0.2.0"
 # needs: a student's broken layers.py cannot stop the losses from being graded.
 _EXPORTS = {
     "ACMR": "model", "ACMRConfig": "config", "TrainConfig": "config",
-    "PairedDataset": "data", "Split": "data", "load_dataset": "data", "make_synthetic": "data",
+    "PairedDataset": "datasets", "Split": "datasets", "load_dataset": "formats", "load_split": "formats",
+    "make_synthetic": "synthetic",
     "fit": "training", "evaluate": "training", "batches": "training", "Batch": "training",
     "History": "training", "Training": "training", "Trainer": "trainer",
     "save_model": "checkpoint", "load_model": "checkpoint",

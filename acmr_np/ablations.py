@@ -21,7 +21,7 @@ import sys
 
 import numpy
 
-from . import data as data_module
+from .formats import load_dataset
 from .backend import BACKENDS, get_backend
 from .cli import ArgumentParser, output_file, run_main
 from .config import ACMRConfig, TrainConfig
@@ -51,7 +51,7 @@ def run_ablations(data_path, seeds, *, base=None, train=None, variants=tuple(ABL
         cfg = dataclasses.replace(base, **ABLATIONS[name])
         results[name] = []
         for seed in seeds:
-            data = data_module.load_dataset(data_path, seed=seed, val_fraction=train.val_fraction)
+            data = load_dataset(data_path, seed=seed, val_fraction=train.val_fraction)
             model, _ = fit(data, cfg, dataclasses.replace(train, seed=seed))
             metrics = evaluate(model, data.test)
             results[name].append(metrics)

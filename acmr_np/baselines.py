@@ -15,7 +15,7 @@ both directions. See acmr_np/cca.py and acmr_np/posterior.py for the methods the
 import argparse
 import sys
 
-from . import data as data_module
+from .formats import load_dataset
 from .cca import DEFAULT_REG, NO_TRAINING_DIM, NoTraining, fit_select
 from .cli import ArgumentParser, output_file, run_main
 from .errors import InputError
@@ -109,7 +109,7 @@ def _main(argv):
     if args.dim < 1:
         raise InputError(f"--dim must be positive, got {args.dim}")
     path = output_file(args.out, OUTPUT) if args.out is not None else None
-    data = data_module.load_dataset(args.data, seed=args.seed, val_fraction=args.val_fraction)
+    data = load_dataset(args.data, seed=args.seed, val_fraction=args.val_fraction)
     results, _ = run_baselines(data, reg=args.reg, seed=args.seed, dim=args.dim)
     print(format_table(results, data))
     if path:

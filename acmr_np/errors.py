@@ -9,3 +9,9 @@ with status 2; a traceback is kept for bugs in the package itself.
 
 class InputError(ValueError):
     """Bad input from the user: the message alone says what is wrong and where."""
+
+
+def input_error(message):
+    """An InputError whose message is one line: runs of whitespace (the newlines in
+    other libraries' exception texts among them) become single spaces."""
+    return InputError(" ".join(str(message).split()))

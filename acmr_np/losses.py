@@ -37,7 +37,7 @@ def softmax_cross_entropy(logits, labels, *, check_values=True):
     Stable for logits of any magnitude: log p is computed as
     (z - max z) - log sum exp(z - max z), never as log(exp(z)/...).
     check_values=False skips the label range check (see _check_labels); the training
-    step uses it for labels that data.py has already checked.
+    step uses it for labels that datasets.py has already checked.
     """
     if logits.ndim != 2:
         raise ValueError(f"softmax_cross_entropy: expected logits of shape (N, C), got {tuple(logits.shape)}")

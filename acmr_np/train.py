@@ -28,7 +28,7 @@ from .cli import ArgumentParser, fresh_folder, run_main
 from .config import ACMRConfig, TrainConfig
 from .errors import InputError
 from .files import write_json
-from .data import load_dataset
+from .formats import load_dataset
 from .model import ACMR
 from .plots import make_run_figures, require_matplotlib  # matplotlib itself loads lazily
 from .report import format_epoch, format_table

@@ -143,7 +143,7 @@ def make_data(d_img, d_txt, seed):
     """Random paired data of the given shapes: class-dependent means plus noise. One set of
     class means for every split, so validation and test pairs come from the same classes
     as the training pairs and the validation mAP measures what training learned."""
-    from acmr_np.data import PairedDataset, Split
+    from acmr_np.datasets import PairedDataset, Split
 
     rng = numpy.random.default_rng(seed)
     img_means = rng.standard_normal((N_CLASSES, d_img), dtype=numpy.float32)

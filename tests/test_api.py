@@ -10,7 +10,7 @@ import pytest
 import acmr_np
 from acmr_np import checkpoint, training
 from acmr_np.config import ACMRConfig, TrainConfig
-from acmr_np.data import make_synthetic
+from acmr_np.synthetic import make_synthetic
 from acmr_np.model import ACMR
 from acmr_np.trainer import Trainer
 

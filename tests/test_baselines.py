@@ -10,7 +10,9 @@ import pytest
 from acmr_np import baselines, posterior
 from acmr_np.cca import NoTraining, candidate_components, fit_cca, fit_select
 from acmr_np.metrics import evaluate_retrieval, paired_map
-from acmr_np.data import load_dataset, make_split, make_synthetic
+from acmr_np.datasets import make_split
+from acmr_np.formats import load_dataset
+from acmr_np.synthetic import make_synthetic
 from acmr_np.errors import InputError
 
 

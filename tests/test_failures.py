@@ -30,7 +30,7 @@ def _npz(path, **changes):
 @pytest.mark.parametrize("make, message", [
     (lambda p: _npz(p / "d.npz", txt_test=None), "missing key(s) txt_test"),
     (lambda p: _npz(p / "d.npz", img_train=np.full((60, 5), np.nan)), "img_train has 300 NaN or infinite values"),
-    (lambda p: _npz(p / "d.npz", label_train=np.arange(60) % 3 + 1), "1-based"),
+    (lambda p: _npz(p / "d.npz", label_train=np.arange(60) % 3 + 1), "label_test holds class 0 that label_train lacks"),
     (lambda p: _npz(p / "d.npz", label_train=np.zeros(60, int)), "holds only 1 class"),
     (lambda p: _npz(p / "d.npz", label_train=np.eye(3)[np.arange(60) % 3] + np.eye(3)[(np.arange(60) + 1) % 3]),
      "multi-label"),

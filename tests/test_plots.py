@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from acmr_np import plots
-from acmr_np.data import make_synthetic
+from acmr_np.synthetic import make_synthetic
 from acmr_np.errors import InputError
 from acmr_np.metrics import precision_at_k
 from acmr_np.config import ACMRConfig, TrainConfig

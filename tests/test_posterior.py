@@ -8,7 +8,8 @@ import pytest
 import scipy.optimize
 
 from acmr_np import baselines
-from acmr_np.data import make_split, make_synthetic
+from acmr_np.datasets import make_split
+from acmr_np.synthetic import make_synthetic
 from acmr_np.errors import InputError
 from acmr_np.gradcheck import numerical_gradient, relative_error
 from acmr_np.metrics import evaluate_retrieval, paired_map

@@ -178,7 +178,7 @@ def test_plots_flag_writes_figures(tmp_path, capsys):
 def test_figures_before_training_show_the_runs_starting_point(monkeypatch, tmp_path):
     # _write_figures builds the untrained model for the "before training" panel itself;
     # it must be the very model Training starts from: same weights, same standardisation.
-    from acmr_np.data import make_synthetic
+    from acmr_np.synthetic import make_synthetic
     data = make_synthetic(0, n_train=160, n_test=80, n_classes=4, d_img=12, d_txt=6)
     cfg = ACMRConfig(img_hidden=(16,), txt_hidden=(8,), dim=8)
     passed = {}

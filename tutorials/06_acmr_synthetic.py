@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from acmr_np import triplets
-from acmr_np.data import make_synthetic
+from acmr_np.synthetic import make_synthetic
 from acmr_np.gradcheck import numerical_gradient, relative_error
 from acmr_np.losses import softmax_cross_entropy, triplet_hinge
 from acmr_np.metrics import evaluate_retrieval

@@ -15,7 +15,7 @@ import tempfile
 
 import numpy as np
 
-from acmr_np.data import make_synthetic
+from acmr_np.synthetic import make_synthetic
 from acmr_np.metrics import (average_precisions, evaluate_retrieval, mean_average_precision,
                              precision_at_k, precision_recall_curve)
 from acmr_np.config import ACMRConfig, TrainConfig

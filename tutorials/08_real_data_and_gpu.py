@@ -29,7 +29,7 @@ import numpy as np
 
 from acmr_np import train
 from acmr_np.backend import cupy_available
-from acmr_np.data import load_dataset
+from acmr_np.formats import load_dataset
 
 parser = argparse.ArgumentParser(description="Tutorial 8: real features and the GPU backend")
 parser.add_argument("--data", default=None, help="the Wikipedia .mat file")
