@@ -200,7 +200,7 @@ def _train(args):
 
     saved = training.epoch  # the epoch whose checkpoint is complete on disk
     try:
-        while training.epoch < training.epochs:
+        while training.stop_reason() is None:
             try:
                 row = training.train_epoch()
             except FloatingPointError as exc:
@@ -218,10 +218,15 @@ def _train(args):
             print(f"\ninterrupted before the first epoch finished; nothing to resume in {out}", file=sys.stderr)
         return 130
 
+    reason = training.stop_reason()
+    stopped_early = training.epoch < training.epochs
+    if stopped_early:
+        print(f"stopped after epoch {training.epoch}: {reason}")
     training.use_best()
     metrics = evaluate(training.model, data.test)
     metrics.update(best_epoch=training.best_epoch, best_val_map=training.history.best_val_map,
-                   seconds=training.seconds, epochs=training.epochs, seed=training.train.seed, data=data.name)
+                   seconds=training.seconds, epochs=training.epoch, max_epochs=training.epochs,
+                   stopped_early=stopped_early, seed=training.train.seed, data=data.name)
     write_json(os.path.join(out, METRICS), metrics)
     if run["plots"]:
         _write_figures(out, training.model, data, training.history, training.config, training.train.seed,

@@ -148,9 +148,21 @@ class Training:
         val = self.data.val
         return paired_map(*self.model.embed(val.img, val.txt), val.labels)
 
+    def stop_reason(self):
+        """Why training stops now, or None while it goes on: the maximum number of epochs,
+        or (early stopping) ``patience`` epochs in a row without a better validation mAP.
+        Derived from the history alone, so a resumed run stops where the whole run would."""
+        if self.epoch >= self.train.epochs:
+            return f"the maximum of {self.train.epochs} epochs"
+        waited = self.epoch - self.history.best_epoch
+        if self.train.patience and self.epoch and waited >= self.train.patience:
+            return (f"no better validation mAP for {waited} epochs (patience {self.train.patience}; "
+                    f"best: epoch {self.history.best_epoch})")
+        return None
+
     def run(self, callback=None):
-        """Train the remaining epochs; ``callback(row)`` after each one."""
-        while self.epoch < self.train.epochs:
+        """Train until ``stop_reason``; ``callback(row)`` after each epoch."""
+        while self.stop_reason() is None:
             row = self.train_epoch()
             if callback is not None:
                 callback(row)
@@ -167,7 +179,8 @@ def fit(data, config=None, train=None, *, callback=None, fast=True):
 
     data: a PairedDataset (e.g. PairedDataset.from_arrays, load_dataset, make_synthetic);
     config: an ACMRConfig (default: the defaults); train: a TrainConfig (epochs, batch
-    size, seed, backend); callback: called with each epoch's row (a dict) as it finishes.
+    size, seed, backend, patience for early stopping); callback: called with each epoch's
+    row (a dict) as it finishes.
     The model returned holds the parameters of the epoch with the best validation
     mAP@all (history.best_epoch). Nothing is written to disk and the test split is not
     used: score it with ``evaluate(model, data.test)`` when you are done choosing.

@@ -233,3 +233,19 @@ def test_every_setting_has_a_flag_with_help():
     args = parser.parse_args(["--img-hidden", "1024,512", "--distance", "euclidean", "--lr", "1e-3"])
     assert ACMRConfig.given(args) == {"img_hidden": (1024, 512), "distance": "euclidean", "lr": 1e-3}
     assert ACMRConfig.from_args(args).img_hidden == (1024, 512)
+
+
+def test_early_stopping_after_patience_epochs_without_a_better_validation_map(monkeypatch):
+    scripted = iter([0.1, 0.3, 0.2, 0.25, 0.29, 0.5, 0.6])   # best at epoch 2, then 3 worse
+    monkeypatch.setattr(training.Training, "validation_map", lambda self: next(scripted))
+    run = training.Training(_data(), ACMRConfig(**SMALL), TrainConfig(epochs=7, batch_size=32, patience=3))
+    run.run()
+    assert run.epoch == 5 and run.best_epoch == 2
+    assert run.stop_reason() == "no better validation mAP for 3 epochs (patience 3; best: epoch 2)"
+    run.use_best()  # the kept model is epoch 2's
+    np.testing.assert_array_equal(run.model.state_dict()["img_projector.0.W"], run.best_state["img_projector.0.W"])
+    # patience 0 never stops early; the maximum always stops
+    scripted = iter([0.5, 0.1, 0.1, 0.1])
+    run = training.Training(_data(), ACMRConfig(**SMALL), TrainConfig(epochs=4, batch_size=32, patience=0))
+    run.run()
+    assert run.epoch == 4 and run.stop_reason() == "the maximum of 4 epochs"
