@@ -40,7 +40,7 @@ METRICS, CONFIG, CHECKPOINT = "metrics.json", "config.json", checkpoint.CHECKPOI
 
 # ---- the command line -----------------------------------------------------------------
 
-RUN_FLAGS = ("data", "out", "plots")  # besides the configurations' flags, what a new run takes
+RUN_FLAGS = ("data", "out", "plots", "config")  # besides the configurations' flags, what a new run takes
 
 
 def build_parser():
@@ -52,6 +52,9 @@ def build_parser():
     p.add_argument("--plots", action="store_true", default=None,
                    help="also write figures (training curves, precision-recall against CCA, the common space "
                         "before/after) and retrieval examples into the output folder; needs matplotlib")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="model settings from a JSON file (e.g. the best.json of python -m acmr_np.tune, or a "
+                        "run's config.json); flags given as well override it")
     TrainConfig.add_arguments(p, "training")
     ACMRConfig.add_arguments(p, "model")
     r = p.add_argument_group("resume and evaluation")
@@ -85,6 +88,21 @@ def _settings(cls, args, base=None):
         for name in cls.given(args):  # name the flag, not the field
             msg = msg.replace(f"{cls.__name__}: {name} ", f"{cls.flag(name)} ")
         raise InputError(msg) from None
+
+
+def _config_file(path):
+    """The ACMRConfig in a JSON file: {"model": {...}} (best.json, config.json) or the
+    settings themselves; None without a file."""
+    if path is None:
+        return None
+    try:
+        with open(path) as f:
+            d = json.load(f)
+        return ACMRConfig.from_dict(d.get("model", d) if isinstance(d, dict) else d, where=path)
+    except OSError as exc:
+        raise InputError(f"--config {path}: {exc.strerror or exc}") from None
+    except (TypeError, ValueError) as exc:  # JSON syntax, unknown or mistyped settings
+        raise InputError(f"--config {path}: {exc}" if path not in str(exc) else str(exc)) from None
 
 
 def _write_figures(out, model, data, history, cfg, seed, xp):
@@ -181,7 +199,7 @@ def _train(args):
         training, out, run = _resume(args)
         print(f"resuming {out} after epoch {training.epoch} on backend {training.train.backend}")
     else:
-        config, train = _settings(ACMRConfig, args), _settings(TrainConfig, args)
+        config, train = _settings(ACMRConfig, args, _config_file(args.config)), _settings(TrainConfig, args)
         if args.plots:
             require_matplotlib()
         get_backend(train.backend)  # a missing CuPy is reported before anything is made
