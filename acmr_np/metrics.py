@@ -200,7 +200,9 @@ def _average_precisions(query_emb, query_labels, gallery_emb, gallery_labels, ks
             first = xp.cumsum(n_relevant) - n_relevant           # where each row's items start
             hits = xp.arange(1, row.size + 1) - first[row]       # relevant items in the top col + 1
             precision = hits / (col + 1.0)                       # precision@r at r = col + 1 (float64)
-            summed = xp.bincount(row, weights=precision, minlength=rel.shape[0])  # (c,)
+            # (CuPy's bincount raises on an empty row: it reads row.max(), cupy/cupy#8116)
+            summed = (xp.bincount(row, weights=precision, minlength=rel.shape[0]) if row.size
+                      else xp.zeros(rel.shape[0], dtype=xp.float64))                # (c,)
             # R = 0 means summed = 0 too; max(R, 1) turns 0/0 into the documented AP = 0
             ap[rows] = summed / xp.maximum(n_relevant, 1)
     return [to_host(ap) for ap in aps]

@@ -426,3 +426,18 @@ def test_run_with_cupy_standin_in_a_subprocess(cupy_standin_run):
     parent, child = sorted(counts, key=lambda r: r["syncs"], reverse=True)   # the child also got the stand-in
     assert (parent["syncs"], parent["transfers"], parent["launches"]) == (1, 2, 2)
     assert (child["syncs"], child["transfers"], child["launches"]) == (0, 0, 1)
+
+
+def test_metrics_when_a_chunk_has_no_relevant_item(cp):
+    """A chunk of queries with no relevant item (in the gallery, or in the top k) leaves
+    nothing for bincount to count; CuPy's bincount raises on an empty array (it reads
+    x.max(), cupy/cupy#8116) where NumPy's returns zeros. The AP of such queries is 0."""
+    q = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32)
+    g = np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]], np.float32)
+    q_labels, g_labels = np.array([0, 7, 2]), np.array([0, 1, 2])   # class 7: not in the gallery
+    for k, chunk_size in ((None, 1), (1, 1), (1, 2), (None, 3)):
+        want = metrics.average_precisions(q, q_labels, g, g_labels, k=k, chunk_size=chunk_size)
+        got = metrics.average_precisions(cp.asarray(q), q_labels, cp.asarray(g), g_labels, k=k,
+                                         chunk_size=chunk_size)
+        assert np.array_equal(got, want), (k, chunk_size)
+    assert want[1] == 0.0   # by hand: query 1 has no relevant item
