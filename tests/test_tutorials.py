@@ -49,7 +49,7 @@ def test_tutorial_runs(path, tmp_path):
 
 
 def test_real_data_tutorial_skips_cleanly_without_the_data(tmp_path):
-    path = next(p for p in TUTORIALS if p.name.startswith("08_"))
+    path = next(p for p in TUTORIALS if p.name.startswith("09_"))
     proc, _ = _run(path, tmp_path, "--data", str(tmp_path / "no_such_file.mat"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "note: the Wikipedia .mat file was not found" in proc.stdout
