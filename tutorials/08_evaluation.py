@@ -215,8 +215,8 @@ print(f"\nResult: AP checked by hand; ACMR after {EPOCHS} epochs reaches test mA
 #    the chance level, and what does that mean for comparing an mAP@50 with an mAP@all?
 # 2. **Ties.** In section 2, put the relevant item first in the tied gallery
 #    (labels [7, 3]): measured AP = 1.0 instead of 0.5. A model whose embeddings collapse
-#    to a few points makes many ties: why does ranking ties by gallery index make its mAP
-#    reproducible but not better or worse on average?
+#    to a few points makes many ties: ranking them by gallery index makes its mAP
+#    reproducible; when could it also bias it (think of a gallery sorted by class)?
 # 3. **Train longer.** Set `EPOCHS = 30`. Measured: mAP@all 0.475 / 0.497 / 0.486
 #    (img->txt / txt->img / average) against 0.345 / 0.361 / 0.353 after 4 epochs, and
 #    img->txt precision@1 0.799 against 0.676. In the common-space figure we saw classes
