@@ -430,9 +430,9 @@ print("default, epochs 6-10, adv_acc by steps since D's last update (1 .. 5): "
 #
 # So "adv_acc near 0.5 means the modalities are hard to tell apart" holds at the
 # equilibrium of tutorial 6. Below 0.5 it means the projectors are moving the
-# modalities faster than this D can follow. In a longer run the DANN ramp has long
-# reached its end and the embeddings move less: after 30 epochs (`EPOCHS = 30`) adv_acc
-# dips to about 0.45 in the first ten epochs and then climbs to about 0.68.
+# modalities faster than this D can follow. In a longer run D catches up: with
+# `EPOCHS = 30` adv_acc dips to about 0.45 in the first ten epochs and then climbs to
+# about 0.68 (exercise 3).
 
 # %%
 print(f"\nResult: every term's gradient of ACMR reproduced with its layers and checked; "
