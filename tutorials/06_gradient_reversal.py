@@ -1,7 +1,8 @@
 # %% [markdown]
 # # Tutorial 6: the gradient reversal layer, and the minimax game in one backward pass
 #
-# ACMR has two players (Eqs. 9-10 of the paper):
+# ACMR has two players (Eqs. 9-10 of Wang et al., "Adversarial Cross-Modal Retrieval",
+# ACM Multimedia 2017):
 #
 #     theta_V, theta_T, theta_imd = argmin  L_emb - lambda L_adv        (the projectors)
 #     theta_D                     = argmin  L_adv                       (the modality classifier D)
