@@ -160,3 +160,22 @@ assert err_sq > 1e-2
 print("\nResult: Linear's backward is dW = x^T dout, db = column sums of dout, dx = dout W^T;")
 print("all three agree with centered differences to "
       f"{max(errors.values()):.1e} (< 1e-7), and the check catches both planted bugs.")
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. **A bias gradient that averages.** Write a third bug, `db = dout.mean(axis=0)`
+#    instead of the sum (subclass `Linear` as in section 4), and check it with
+#    `layer_errors`. Measured: dx and dW pass (9e-10, 3e-11), db fails with a relative
+#    error of 0.6667 in every element. Show that it must be exactly (N - 1) / (N + 1)
+#    for a batch of N = 5 rows.
+# 2. **Bug 2 with honest shapes.** Build `SquareBug(4, 3, ...)` (D != M) and run
+#    `layer_errors` on it. Expect no number at all: `dout @ W` multiplies (5, 3) by
+#    (4, 3) and NumPy raises `ValueError: matmul: ... size 4 is different from 3`. Which
+#    other transposition bugs would a square check let through?
+# 3. **Overwrite, never accumulate.** `Linear.backward` writes its gradients into
+#    `self.grads`; a version that adds to them (`self.grads[k] += ...`) passes a first
+#    `layer_errors` (measured 3e-11) because the arrays start at zero. Call
+#    `layer_errors` a second time on the same layer: measured relative error 0.3333 for
+#    W and b (the gradients are now doubled), while dx still passes. Why 1/3, and why
+#    does the optimiser in tutorial 4 rely on the overwrite?

@@ -1,7 +1,8 @@
 # %% [markdown]
-# # Tutorial 5: the gradient reversal layer, and the minimax game in one backward pass
+# # Tutorial 6: the gradient reversal layer, and the minimax game in one backward pass
 #
-# ACMR has two players (Eqs. 9-10 of the paper):
+# ACMR has two players (Eqs. 9-10 of Wang et al., "Adversarial Cross-Modal Retrieval",
+# ACM Multimedia 2017):
 #
 #     theta_V, theta_T, theta_imd = argmin  L_emb - lambda L_adv        (the projectors)
 #     theta_D                     = argmin  L_adv                       (the modality classifier D)
@@ -117,18 +118,25 @@ check("D's gradient = dL_adv/dW_D",
 # %% [markdown]
 # ## 3. The game, played
 #
-# Now both players take Adam steps on their own gradients, with lambda = 0 (D learns,
-# but the projector ignores it) and with lambda = 1 (the projector fights D). A linear D
-# tells the modalities apart mainly by the difference of their means, so we watch the
-# *modality gap* ||mean(s_img) - mean(s_txt)|| and D's accuracy. At the
-# equilibrium D can do no better than guess: accuracy 0.5 and L_adv = ln 2 = 0.693 (the
-# mean over the 2n rows; ACMR's L_adv sums the two modalities and sits at 2 ln 2). The
-# label classifier must stay accurate throughout: the projector may not win by throwing
-# the class information away. (A bigger D, as in ACMR, can use more than the means, and
-# then the projector must match more of the two distributions.)
+# Now both players take Adam steps (tutorial 4) on their own gradients, with lambda = 0
+# (D learns, but the projector ignores it) and with lambda = 1 (the projector fights D).
+# A linear D tells the modalities apart mainly by the difference of their means, so we
+# watch the *modality gap*, mean(s_txt) - mean(s_img). We print it **signed**: its
+# component along the gap at step 0 (the texts start 3 above the images on axis 1), so
+# a negative value means the texts have been pushed past the images. At the equilibrium
+# D can do no better than guess: accuracy 0.5 and L_adv = ln 2 = 0.693 (the mean over
+# the 2n rows; ACMR's L_adv sums the two modalities and sits at 2 ln 2). The label
+# classifier must stay accurate throughout: the projector may not win by throwing the
+# class information away. (A bigger D, as in ACMR, can use more than the means, and then
+# the projector must match more of the two distributions.)
 
 # %%
-def play(lam, seed=1, steps=600, log_every=None):
+LOG_AT = (0, 10, 20, 30, 40, 50, 60, 70, 80, 100, 150, 200, 300, 400, 500, 600)
+
+
+def play(lam, seed=1, steps=600, lr_d=0.1, log=False):
+    """Both players' Adam steps for `steps` steps. Returns the last step's numbers and,
+    per step, D's accuracy, L_adv and the signed gap."""
     rng = np.random.default_rng(seed)
     img, txt, y = make_data(rng, 200)
     toy = Toy(lam, rng)
@@ -137,22 +145,26 @@ def play(lam, seed=1, steps=600, log_every=None):
     emb_g = {"pW": toy.proj.grads["W"], "pb": toy.proj.grads["b"],
              "cW": toy.cls.grads["W"], "cb": toy.cls.grads["b"]}
     opt_emb = Adam(emb, lr=0.02)
-    opt_adv = Adam(dict(toy.disc.params), lr=0.1)     # D the faster learner, as usual
+    opt_adv = Adam(dict(toy.disc.params), lr=lr_d)    # D the faster learner, as usual
+    trace, direction = [], None
     for t in range(steps + 1):
         l_cls, l_adv, acc, s = toy.step(img, txt, y)
-        if log_every and t % log_every == 0:
-            gap = np.linalg.norm(s[:200].mean(0) - s[200:].mean(0))
-            print(f"  step {t:3d}: L_cls {l_cls:.3f}  L_adv {l_adv:.3f}  D accuracy {acc:.2f}  gap {gap:.2f}")
+        diff = s[200:].mean(0) - s[:200].mean(0)          # mean(s_txt) - mean(s_img)
+        direction = diff / np.linalg.norm(diff) if direction is None else direction
+        trace.append((acc, l_adv, float(diff @ direction)))
+        if log and t in LOG_AT:
+            print(f"  step {t:3d}: L_cls {l_cls:.3f}  L_adv {l_adv:.3f}  D accuracy {acc:.2f}  "
+                  f"gap {np.linalg.norm(diff):.2f} (signed {diff @ direction:+.2f})")
         if t < steps:
             opt_emb.step(emb_g)
             opt_adv.step(dict(toy.disc.grads))
     label_acc = float((toy.cls.forward(s).argmax(axis=1) == np.r_[y, y]).mean())
-    gap = float(np.linalg.norm(s[:200].mean(0) - s[200:].mean(0)))
-    return {"L_adv": l_adv, "D_acc": acc, "gap": gap, "label_acc": label_acc}
+    return {"L_adv": l_adv, "D_acc": acc, "gap": float(np.linalg.norm(diff)), "label_acc": label_acc,
+            "trace": np.array(trace)}
 
 
 print("lambda = 1: the projector plays against D")
-with_grl = play(1.0, log_every=100)
+with_grl = play(1.0, log=True)
 without = play(0.0)
 print(f"\n{'':12s}{'modality gap':>14s}{'D accuracy':>12s}{'L_adv':>8s}{'label accuracy':>16s}")
 for name, r in (("lambda = 0", without), ("lambda = 1", with_grl)):
@@ -161,17 +173,35 @@ assert without["D_acc"] > 0.85 and with_grl["D_acc"] < 0.6
 assert with_grl["gap"] < 0.5 < without["gap"] and with_grl["label_acc"] > 0.95
 
 # %% [markdown]
-# Read the log: early on L_adv jumps up (the projector overshoots and D is briefly fooled
-# the wrong way round), then the two settle at L_adv = ln 2, D at chance, and the gap
-# near 0, while the label accuracy stays high. That is the equilibrium of Eq. 9-10.
-#
+# Read the log. For twenty steps D gets *better* (accuracy 0.95 at step 10) while the
+# projector drags the texts towards the images. The projector does not stop at the
+# images: it ascends L_adv, and for a D that still separates the old positions the way
+# up is to carry the texts across, to where D expects images. The signed gap turns
+# negative at step 34, and D, which learnt the old side, is now wrong more often than
+# right: it is **fooled the wrong way round**, and L_adv, its cross-entropy, rises far
+# above ln 2 (a confident classifier that is wrong pays more than one that guesses).
+# Then D relearns the new side, the projector swings back, and the swings die down: L_adv
+# settles at ln 2, D at chance and the gap near 0, while the label accuracy stays high.
+# That is the equilibrium of Eqs. 9-10. Below, the overshoot, measured over every step:
+
+# %%
+acc_t, l_adv_t, signed_t = with_grl["trace"].T
+early = slice(0, 100)
+print(f"first 100 steps: D accuracy below 0.5 at {int((acc_t[early] < 0.5).sum())} of them, lowest "
+      f"{acc_t[early].min():.2f} (step {int(acc_t[early].argmin())}); signed gap first negative at step "
+      f"{int(np.argmax(signed_t < 0))}, lowest {signed_t.min():+.2f}; L_adv highest {l_adv_t.max():.2f} "
+      f"(step {int(l_adv_t.argmax())}), against ln 2 = {np.log(2):.3f}")
+assert acc_t[early].min() < 0.45 and signed_t.min() < -1.0 and l_adv_t.max() > 2 * np.log(2)
+
+# %% [markdown]
 # ## 4. In ACMR
 #
 # `acmr_np.model.ACMR.loss_and_grads` does exactly section 2 with the real parts: the
 # common space s = [s_v; s_t] goes into the label classifier (L_imd) and, through
 # `self.grl`, into the modality classifier m -> 50 -> 2 (L_adv); the projectors receive
-# grad L_emb - lambda grad L_adv. `Trainer.train_step` then steps the embedding player
-# every mini-batch and D every k-th (Algorithm 1, k = 5).
+# grad L_emb - lambda grad L_adv. `acmr_np.Trainer.train_step` then steps the embedding
+# player every mini-batch and D only every k-th (Algorithm 1, k = 5): in ACMR, D is the
+# *slower* player, and tutorial 7 measures what that does to its accuracy.
 #
 # The authors' public demo minimised only L_emb for the projectors and L_adv only over
 # D's variables, so the reversed gradient never reached the projectors and the
@@ -191,3 +221,39 @@ assert ramp[0] == 0.0 and all(a < b for a, b in zip(ramp, ramp[1:]))
 print(f"\nResult: with the GRL, one backward pass trained both players; the modality gap fell "
       f"from {without['gap']:.2f} (no adversary) to {with_grl['gap']:.2f}, D is at chance "
       f"({with_grl['D_acc']:.2f}), and the classes stayed apart (label accuracy {with_grl['label_acc']:.2f}).")
+
+# %% [markdown]
+# ## Questions for discussion
+#
+# - The GRL's backward is -lambda times the upstream gradient, but its forward is the
+#   identity, whose derivative is 1. So the GRL does not compute the derivative of
+#   anything: of which objective is the projectors' update then a descent direction, and
+#   why can no single scalar function have both players' gradients as its gradient?
+# - What happens to D's accuracy (adv_acc in ACMR's logs) when lambda is 0? Is a D at
+#   100% then a sign that something is broken?
+# - The projector ascends L_adv, a cross-entropy, which has no upper bound. Why does that
+#   make it overshoot (section 3's log) instead of stopping where D is at chance?
+# - D at chance means only that *this* D cannot tell the modalities apart. Does it mean
+#   the two distributions in the common space are the same? What does a linear D miss?
+# - Why does the DANN schedule start lambda at 0, and what could go wrong if the
+#   adversary were at full strength while the embeddings are still random?
+# - The authors' demo lost the reversed term and its D sat at chance anyway (loss
+#   2 ln 2). Why is "D at chance" no evidence that the adversary works?
+#
+# ## Exercises
+#
+# 1. **No reversal.** Play with `play(-1.0)`: the "GRL" then passes +1 times the
+#    gradient, so the projector *helps* D. Measured after 600 steps: gap 9.88 (against
+#    2.32 with lambda = 0 and 0.08 with lambda = 1), D accuracy 1.00, L_adv 0.000, label
+#    accuracy still 1.00. Which term keeps the gap from growing without bound?
+# 2. **A slow discriminator.** Give D a tenth of its learning rate, `play(1.0, lr_d=0.01)`,
+#    and look at D's accuracy over the last 300 steps (`r["trace"][301:, 0]`). Measured:
+#    mean 0.465, below 0.5 at 46% of those steps, and as low as 0.10 (step 73), against
+#    0.507 and 23% with lr_d = 0.1. A D that learns more slowly than the projector moves
+#    is systematically fooled the wrong way round: tutorial 7 finds the same in ACMR,
+#    where D steps only every fifth step.
+# 3. **Noise or signal?** Rerun `play(1.0, seed=s)` for s = 2, 3, 4. Measured: D ends at
+#    0.500, 0.497 and 0.517, the gap at 0.06, 0.05 and 0.02, but the share of the last
+#    300 steps with D below 0.5 is 0%, 68% and 0% (seed 1: 23%). At the equilibrium one
+#    step's accuracy above or below 0.5 says nothing; a mean over many steps that stays
+#    below 0.5, as in exercise 2, does.

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # Tutorial 4: the triplet losses of L_imi, triplets inside a batch, and unit-length embeddings
+# # Tutorial 5: the triplet losses of L_imi, triplets inside a batch, and unit-length embeddings
 #
 # The inter-modal invariance loss L_imi (ACMR Eqs. 3-6) pulls an image towards texts of
 # its class and pushes it away from texts of other classes, and likewise for text
@@ -10,7 +10,8 @@
 # 2. the common triplet hinge, and why the gradient check avoids its kink;
 # 3. the paper's pull-plus-push form (Eqs. 4-5), and how it behaves differently;
 # 4. choosing triplets inside a mini-batch, and the gradient through "pick row i";
-# 5. L2 normalisation (cosine geometry), its Jacobian, and the whole L_imi gradient.
+# 5. normalisation to unit length (cosine geometry), its Jacobian, and the whole L_imi
+#    gradient.
 
 # %%
 import numpy as np
@@ -34,9 +35,13 @@ def check(what, err, tol=1e-7):
 # %% [markdown]
 # ## 1. The squared distance
 #
-# ACMR's l2(a, p) is the squared Euclidean distance ||a - p||^2 = sum_j (a_j - p_j)^2
-# (the paper does not say "squared"; we use it, as most implementations do: its gradient
-# is linear and it is smooth at a = p). Differentiating each term:
+# The distance in ACMR's triplets is the squared Euclidean distance
+#
+#     sqdist(a, p) = ||a - p||^2 = sum_j (a_j - p_j)^2
+#
+# (the paper writes it l2(v, t) and does not say "squared"; we use the square, as most
+# implementations do: its gradient is linear and it is smooth at a = p. In these
+# tutorials `l2` names only the L_reg coefficient.) Differentiating each term:
 #
 #     d||a - p||^2 / da = 2 (a - p)          d||a - p||^2 / dp = -2 (a - p)
 #
@@ -98,8 +103,9 @@ assert err_kink > 1e-3
 # %% [markdown]
 # ## 3. The paper's pull-plus-push form (Eqs. 4-5)
 #
-# The paper writes L_imi,V = sum [ l2(v, t+) + lambda_t max(0, mu - l2(v, t-)) ]. Per
-# triplet, averaged (the scale is absorbed by alpha):
+# The paper writes L_imi,V = sum [ sqdist(v, t+) + lambda_t max(0, mu - sqdist(v, t-)) ]
+# (in its notation l2 for sqdist). Per triplet, averaged (the scale is absorbed by
+# alpha), with w = lambda_t:
 #
 #     L = (1/N) sum_n [ ||a_n - p_n||^2 + w max(0, mu - ||a_n - q_n||^2) ]
 #
@@ -178,7 +184,8 @@ check("L_imi,V: dL/d(text embeddings) = P^T d_pos + Q^T d_neg",
 # Retrieval ranks by cosine similarity, so acmr_np (with `distance="cosine"`, the
 # default) measures the triplet distances between unit vectors u = s / ||s||: for unit
 # vectors, ||u - v||^2 = 2 - 2 cos(u, v), and the loss works in the geometry it is scored
-# in. The layer `L2Normalize` computes y = x / ||x|| row by row. Its Jacobian, from the
+# in. The layer `L2Normalize` computes y = x / ||x|| row by row (normalisation to unit
+# Euclidean length). Its Jacobian, from the
 # quotient rule with d||x||/dx_k = x_k / ||x|| = y_k:
 #
 #     dy_j/dx_k = (delta_jk - y_j y_k) / ||x||
@@ -231,3 +238,39 @@ check("L_imi (both directions, unit length): dL/ds_t",
       relative_error(d_st, numerical_gradient(lambda _: l_imi(S_img, S_txt)[0], S_txt)))
 print(f"\nResult: L_imi = {float(loss):.4f} on a batch of {B} pairs; every gradient of it, through "
       "the triplet choice and the normalisation, agrees with centered differences.")
+
+# %% [markdown]
+# ## Questions for discussion
+#
+# - The hinge is *relative* and pull-push is *absolute* (section 3). With pull-push, what
+#   happens to the common space if the pull wins everywhere, and how does working on
+#   unit vectors (section 5) limit that?
+# - Why is the distance squared? What would the gradient of ||a - p|| (not squared) be
+#   at a = p, and what would that do to the numerical check?
+# - "Pick row i" is differentiated as the product P T, whose gradient P^T sums over
+#   anchors. Why must two anchors that picked the same text *add* their gradients?
+# - The triplets are chosen by random numbers (or by distance, for the hardest negative),
+#   and we differentiate with the choice held fixed. Why is that legitimate, and what
+#   does the gradient *not* tell us?
+# - The README reports that the hardest negatives lowered the validation mAP on
+#   Wikipedia by about 0.028. Which property of the data makes the hardest negative a
+#   bad teacher?
+#
+# ## Exercises
+#
+# 1. **The margin.** In section 2, count the active triplets (h_n > 0) for margins 0.1,
+#    2 and 10. Measured: 1, 3 and 6 of the 6. With mu = 0.1 only triplet 2, whose
+#    negative is closer than its positive, still receives a gradient; with mu = 10 every
+#    triplet does and the hinge behaves like the plain difference
+#    sqdist(a, p) - sqdist(a, q). Which margin suits unit vectors, whose squared
+#    distances lie in [0, 4]?
+# 2. **Hardest negatives.** In section 4 sample with `"hardest"` instead of `"random"`.
+#    Measured: the negatives change for 6 of the 8 anchors, their mean squared distance
+#    to the anchor falls from 5.82 to 3.38, and L_imi,V (margin 5) rises from 5.92 to
+#    7.76. The gradient check still passes: why does it not care how the indices were
+#    chosen?
+# 3. **What normalisation hides.** After section 5, compute (d_sv * S_img).sum(axis=1):
+#    every row is zero to rounding (measured 6e-17, against gradient entries up to 0.35).
+#    Then evaluate `l_imi(3 * S_img, S_txt)`: the same loss (3.3492 both times) and a
+#    gradient three times smaller. So the triplet term cannot set the length of the
+#    embeddings at all. Which other term of ACMR's objective acts on their length?
