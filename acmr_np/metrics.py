@@ -310,3 +310,34 @@ def evaluate_retrieval(img_emb, txt_emb, labels, k=50, chunk_size=256):
         out[f"map{suffix}_img2txt"], out[f"map{suffix}_txt2img"] = i2t[j], t2i[j]
         out[f"map{suffix}_avg"] = (i2t[j] + t2i[j]) / 2
     return out
+
+
+def recall_at_k(query_emb, gallery_emb, ks=(1, 5, 10), chunk_size=256):
+    """Instance-level Recall@K on paired data: the share of queries whose own partner
+    (gallery item i for query i) is among the top K results.
+
+    query_emb (n, d), gallery_emb (n, d): the two modalities of n pairs, any backend;
+    ks: positive ints. Returns a host float64 array (len(ks),). The ranking rule is the
+    metrics' (cosine, highest first, equal similarities by gallery index), so no sort is
+    needed: the partner's rank is the number of items more similar than it, plus the
+    equally similar ones with a lower index. One copy to the host at the end.
+    """
+    xp = get_array_module(query_emb, gallery_emb)
+    q, g = _on(query_emb, xp), _on(gallery_emb, xp)
+    if q.ndim != 2 or q.shape != g.shape or q.shape[0] == 0:
+        raise InputError(f"recall_at_k: expected paired embeddings of one shape (n, d), got "
+                         f"{tuple(q.shape)} and {tuple(g.shape)}")
+    ks = numpy.atleast_1d(numpy.asarray(ks)).tolist()
+    for k in ks:
+        _check_positive_int(k, "each k in ks")
+    _check_positive_int(chunk_size, "chunk_size")
+    g_unit, n = _l2_normalise(g, xp), q.shape[0]
+    ranks = xp.empty(n, dtype=xp.int64)
+    for rows in _chunks(n, chunk_size):
+        sim = _l2_normalise(q[rows], xp) @ g_unit.T                      # (c, n)
+        own = xp.arange(rows.start, rows.stop)
+        partner = sim[xp.arange(len(own)), own][:, None]                 # (c, 1)
+        before = xp.arange(n)[None, :] < own[:, None]                    # lower gallery index
+        ranks[rows] = ((sim > partner) | ((sim == partner) & before)).sum(axis=1)
+    k_arr = xp.asarray(ks, dtype=xp.int64)
+    return to_host((ranks[:, None] < k_arr[None, :]).mean(axis=0, dtype=xp.float64))

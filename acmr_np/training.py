@@ -17,7 +17,7 @@ import numpy
 from .backend import get_array_module, get_backend, to_device, to_host
 from .config import ACMRConfig, TrainConfig
 from .fast import FastTrainer
-from .metrics import evaluate_retrieval, paired_map
+from .metrics import evaluate_retrieval, paired_map, precision_at_k, recall_at_k
 from .model import ACMR
 from .trainer import Trainer
 
@@ -191,7 +191,19 @@ def fit(data, config=None, train=None, *, callback=None, fast=True):
     return training.model, training.history
 
 
-def evaluate(model, split, k=50):
-    """Test-protocol numbers of a model on one split of pairs: mAP@all and mAP@k, both
-    directions and their average (metrics.evaluate_retrieval), as a dict of floats."""
-    return evaluate_retrieval(*model.embed(split.img, split.txt), split.labels, k=k)
+def evaluate(model, split, k=50, precision_ks=(1, 5, 10, 50), recall_ks=(1, 5, 10)):
+    """Test-protocol numbers of a model on one split of pairs, as a dict of floats:
+    mAP@all and mAP@k for both directions and their average (metrics.evaluate_retrieval);
+    precision@k for each of ``precision_ks`` ("precision_at_<k>_img2txt", ...); and the
+    instance-level Recall@K for each of ``recall_ks`` ("recall_at_<k>_img2txt", ...: the
+    share of queries whose own partner is in the top K)."""
+    s_v, s_t = model.embed(split.img, split.txt)
+    out = evaluate_retrieval(s_v, s_t, split.labels, k=k)
+    n = len(split.labels)
+    for key, (q, g) in (("img2txt", (s_v, s_t)), ("txt2img", (s_t, s_v))):
+        ks = [p for p in precision_ks if p <= n]
+        if ks:
+            out.update({f"precision_at_{p}_{key}": float(v)
+                        for p, v in zip(ks, precision_at_k(q, split.labels, g, split.labels, ks))})
+        out.update({f"recall_at_{r}_{key}": float(v) for r, v in zip(recall_ks, recall_at_k(q, g, recall_ks))})
+    return out

@@ -263,3 +263,32 @@ def test_cupy_matches_numpy(data):
     res_d = evaluate_retrieval(gd, gd * 2 + 1, cupy.asarray(gl), k=10)
     res_h = evaluate_retrieval(g, g * 2 + 1, gl, k=10)
     assert res_d == pytest.approx(res_h, abs=1e-12)
+
+
+def test_recall_at_k_against_a_loop_with_ties():
+    from acmr_np.metrics import recall_at_k
+    rng = np.random.default_rng(11)
+    n = 23
+    q = rng.normal(size=(n, 4))
+    g = rng.normal(size=(n, 4))
+    g[5] = g[2] * 3.0            # item 5 ties item 2 for every query: the lower index ranks first
+    g[7] = q[7]                  # query 7's partner is its best match
+    g[11] = g[3]                 # query 11's partner ties item 3 (lower index): ranked after it
+    q[0] = 0.0                   # a zero query: every similarity 0, so its partner ranks at index 0
+    ks = (1, 2, 5, 23)
+
+    def cos(a, b):
+        na, nb = np.linalg.norm(a), np.linalg.norm(b)
+        return 0.0 if na < 1e-12 or nb < 1e-12 else float(a @ b / na / nb)
+
+    want = []
+    for k in ks:
+        hits = 0
+        for i in range(n):
+            sims = [cos(q[i], g[j]) for j in range(n)]
+            order = sorted(range(n), key=lambda j: (-sims[j], j))
+            hits += i in order[:k]
+        want.append(hits / n)
+    for chunk in (1, 5, 64):
+        np.testing.assert_allclose(recall_at_k(q, g, ks, chunk_size=chunk), want, rtol=0, atol=1e-15)
+    assert recall_at_k(q, g, ks)[-1] == 1.0 and want[0] > 0
