@@ -291,6 +291,8 @@ def _new_lock_file(out, path):
     empty; where the file system has no hard links, it is created with O_CREAT | O_EXCL."""
     fd, tmp = tempfile.mkstemp(prefix=CLAIM_PREFIX, dir=out)
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o644)  # readable by others (mkstemp makes it private): the messages name its pid
         _flock(fd)  # a new file nobody else knows: always granted
         _stamp(fd)
         try:
