@@ -23,7 +23,7 @@ import numpy
 
 from .formats import load_dataset
 from .backend import BACKENDS, get_backend
-from .cli import ArgumentParser, output_file, run_main
+from .cli import ArgumentParser, Interrupted, describe_error, output_file, run_main
 from .config import ACMRConfig, TrainConfig
 from .errors import InputError
 from .files import write_json
@@ -89,22 +89,41 @@ def _main(argv):
     p.add_argument("--backend", default="numpy", choices=BACKENDS)
     p.add_argument("--variants", nargs="+", default=list(ABLATIONS), choices=list(ABLATIONS), metavar="NAME",
                    help=f"a subset of: {', '.join(repr(v) for v in ABLATIONS)}")
-    p.add_argument("--out", default=None, help="write ablations.json into this folder")
+    p.add_argument("--out", default=None, help="write ablations.json into this folder (checked for writing before "
+                   "any training; an existing ablations.json is never replaced)")
     args = p.parse_args(argv)
     try:
         train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, backend=args.backend)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     get_backend(args.backend)
-    path = output_file(args.out, OUTPUT) if args.out else None  # checked before any training
-    results = run_ablations(args.data, args.seeds, train=train, variants=args.variants,
-                            log=lambda line: print(line, flush=True))
+    path = output_file(args.out, OUTPUT) if args.out else None  # checked (writable, new) before any training
+    unsaved = f"{path} was not written" if path else "nothing was written"
+    finished = []
+
+    def log(line):
+        finished.append(line)
+        print(line, flush=True)
+
+    try:
+        results = run_ablations(args.data, args.seeds, train=train, variants=args.variants, log=log)
+    except FloatingPointError as exc:  # training.Training's divergence guard
+        raise InputError(f"training diverged after {len(finished)} finished runs: {exc}") from None
+    except KeyboardInterrupt:
+        raise Interrupted(f"after {len(finished)} of {len(args.variants) * len(args.seeds)} runs (their numbers "
+                          f"are above); {unsaved}") from None
     summary = summarize(results)
+    print(format_summary(summary, len(args.seeds)), flush=True)  # first: a failed write below loses nothing
     if path:
-        write_json(path, {"data": args.data, "seeds": args.seeds, "epochs": args.epochs, "runs": results,
-                          "summary": {k: {d: list(v) for d, v in row.items()} for k, row in summary.items()}})
+        try:
+            write_json(path, {"data": args.data, "seeds": args.seeds, "epochs": args.epochs, "runs": results,
+                              "summary": {k: {d: list(v) for d, v in row.items()} for k, row in summary.items()}},
+                       overwrite=False)
+        except KeyboardInterrupt:
+            raise Interrupted(f"{unsaved} (the summary above is complete)") from None
+        except OSError as exc:
+            raise InputError(f"{describe_error(exc)}; the summary above is complete, but it is not saved") from None
         print(f"written: {path}")
-    print(format_summary(summary, len(args.seeds)))
     return 0
 
 

@@ -17,7 +17,7 @@ import sys
 
 from .formats import load_dataset
 from .cca import DEFAULT_REG, NO_TRAINING_DIM, NoTraining, fit_select
-from .cli import ArgumentParser, output_file, run_main
+from .cli import ArgumentParser, Interrupted, describe_error, output_file, run_main
 from .errors import InputError
 from .files import write_json
 from .metrics import evaluate_retrieval
@@ -98,7 +98,8 @@ def build_parser():
                    help="CCA ridge, relative to each covariance's mean variance")
     p.add_argument("--dim", type=int, default=NO_TRAINING_DIM,
                    help="size of the no-training random projections (used when d_img != d_txt)")
-    p.add_argument("--out", default=None, help=f"folder to write {OUTPUT} into (created if missing)")
+    p.add_argument("--out", default=None, help=f"folder to write {OUTPUT} into (created if missing; checked for "
+                   f"writing before the work; an existing {OUTPUT} is never replaced)")
     return p
 
 
@@ -108,13 +109,24 @@ def _main(argv):
         raise InputError(f"--reg must be non-negative, got {args.reg}")
     if args.dim < 1:
         raise InputError(f"--dim must be positive, got {args.dim}")
+    # the folder is checked before the work: it must take data, and baselines.json must not exist
     path = output_file(args.out, OUTPUT) if args.out is not None else None
-    data = load_dataset(args.data, seed=args.seed, val_fraction=args.val_fraction)
-    results, _ = run_baselines(data, reg=args.reg, seed=args.seed, dim=args.dim)
-    print(format_table(results, data))
+    unsaved = f"{path} was not written" if path else "nothing was written"
+    try:
+        data = load_dataset(args.data, seed=args.seed, val_fraction=args.val_fraction)
+        results, _ = run_baselines(data, reg=args.reg, seed=args.seed, dim=args.dim)
+    except KeyboardInterrupt:
+        raise Interrupted(unsaved) from None
+    print(format_table(results, data), flush=True)  # printed first: a failed write below loses nothing
     if path:
-        write_json(path, {**results, "data": data.name, "seed": args.seed, "val_fraction": args.val_fraction,
-                          "sizes": {s: len(getattr(data, s)) for s in ("train", "val", "test")}})
+        try:
+            write_json(path, {**results, "data": data.name, "seed": args.seed, "val_fraction": args.val_fraction,
+                              "sizes": {s: len(getattr(data, s)) for s in ("train", "val", "test")}},
+                       overwrite=False)
+        except KeyboardInterrupt:
+            raise Interrupted(f"{unsaved} (the table above is complete)") from None
+        except OSError as exc:
+            raise InputError(f"{describe_error(exc)}; the table above is complete, but it is not saved") from None
         print(f"written: {path}")
     return 0
 

@@ -22,6 +22,7 @@ from .model import ACMR
 from .trainer import Trainer
 
 TERMS = ("L_imi", "L_imd", "L_reg", "L_adv", "adv_acc")
+GROWTH_LIMIT = 1e3   # an epoch whose loss is this many times the run's first step's has diverged
 NOISE_BLOCK_BYTES = 32 << 20   # triplet noise is drawn and moved to the device this much at a time
 
 Batch = namedtuple("Batch", "img txt labels noise")
@@ -76,6 +77,16 @@ class Training:
     data: a PairedDataset (train and val splits are used; test is never touched here);
     config: an ACMRConfig; train: a TrainConfig (epochs, batch size, seed, backend);
     fast: train with acmr_np.fast.FastTrainer (the same numbers as trainer.Trainer, faster).
+
+    The divergence guard: ``train_epoch`` raises FloatingPointError, before the epoch
+    enters the history or the best state, when a loss term of any step is not finite, when
+    any parameter or optimiser state is not finite after the epoch, when the validation
+    embeddings are not, or when the epoch's loss (``objective``: alpha L_imi + beta L_imd
+    + L_reg + L_adv) is more than GROWTH_LIMIT times that of the run's first step
+    (``start_loss``). With the defaults on the synthetic data, --lr 1 stays below 75 times
+    the first step's loss over 30 epochs and --lr 10 reaches 1,700 times in epoch 1. The
+    model is then left as the failed epoch made it: what a run keeps is its last epoch
+    that passed (a checkpoint, or best_state).
     """
 
     def __init__(self, data, config=None, train=None, *, fast=True):
@@ -96,6 +107,8 @@ class Training:
                                   to_device(data.train.labels, xp), None)
         self.epoch, self.history, self.seconds = 0, History(), 0.0
         self.best_state = None  # the best epoch's model.state_dict() (host arrays)
+        self.start_loss = None  # the objective at the run's first step: the guard's reference
+        self.changes = []       # what --resume changed in the settings, and after which epoch
 
     @property
     def epochs(self):
@@ -111,7 +124,12 @@ class Training:
 
     def train_epoch(self):
         """One pass over the training pairs; then the validation mAP. Returns the epoch's
-        row of the history (the loss terms are means over the epoch's pairs)."""
+        row of the history (the loss terms are means over the epoch's pairs). NumPy's
+        overflow warnings are silenced here: the divergence guard reports what they would."""
+        with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return self._train_epoch()
+
+    def _train_epoch(self):
         xp, trainer = self.model.xp, self.trainer
         t0 = time.perf_counter()
         n, steps = len(self.data.train), self.steps_per_epoch
@@ -131,8 +149,15 @@ class Training:
             s, t = numpy.argwhere(bad)[0]
             raise FloatingPointError(f"{TERMS[t]} became {step_log[s, t]} at epoch {self.epoch}, "
                                      f"step {s + 1} of {steps}")
+        if self.start_loss is None:
+            self.start_loss = self.objective(dict(zip(TERMS, step_log[0])))
         row = {"epoch": self.epoch, **{k: float(sizes @ step_log[:, i] / n) for i, k in enumerate(TERMS)},
-               "lam": lam}
+               "lam": lam, "lr": self.config.lr}
+        self.check_finite()
+        loss = self.objective(row)
+        if loss > GROWTH_LIMIT * max(self.start_loss, 1e-6):
+            raise FloatingPointError(f"the loss grew from {self.start_loss:.4g} at the first step to "
+                                     f"{loss:.4g} in epoch {self.epoch} (more than {GROWTH_LIMIT:g}-fold)")
         t_val = time.perf_counter()
         row["val_map"] = self.validation_map()
         row["val_seconds"] = time.perf_counter() - t_val
@@ -143,10 +168,32 @@ class Training:
             self.best_state = self.model.state_dict()
         return row
 
+    def objective(self, terms):
+        """alpha L_imi + beta L_imd + L_reg + L_adv of a history row (or one step's terms):
+        what the guard compares with the run's first step."""
+        c = self.config
+        return float(c.alpha * terms["L_imi"] + c.beta * terms["L_imd"] + terms["L_reg"] + terms["L_adv"])
+
+    def check_finite(self):
+        """Raise FloatingPointError naming the first parameter or optimiser state that holds
+        NaN or inf (after ``epoch``)."""
+        xp, trainer = self.model.xp, self.trainer
+        arrays = dict(self.model.named("params"))
+        for opt_name in ("opt_emb", "opt_adv"):
+            opt = getattr(trainer, opt_name)
+            arrays.update({f"{opt_name}/{slot}/{k}": a for slot, d in opt.state.items() for k, a in d.items()})
+        for name, a in arrays.items():
+            if not bool(xp.isfinite(a).all()):
+                raise FloatingPointError(f"{name} holds NaN or infinite values after epoch {self.epoch}")
+
     def validation_map(self):
         """Mean of the two directions' mAP@all on the validation split."""
         val = self.data.val
-        return paired_map(*self.model.embed(val.img, val.txt), val.labels)
+        s_v, s_t = self.model.embed(val.img, val.txt)
+        xp = self.model.xp
+        if not (bool(xp.isfinite(s_v).all()) and bool(xp.isfinite(s_t).all())):
+            raise FloatingPointError(f"the validation embeddings hold NaN or infinite values after epoch {self.epoch}")
+        return paired_map(s_v, s_t, val.labels)
 
     def stop_reason(self):
         """Why training stops now, or None while it goes on: the maximum number of epochs,

@@ -28,7 +28,7 @@ import time
 
 import numpy
 
-from .cli import ArgumentParser, fresh_folder, run_main
+from .cli import ArgumentParser, fresh_folder, lock_folder, run_main
 from .config import ACMRConfig, TrainConfig
 from .errors import InputError
 from .files import write_json, write_text
@@ -200,6 +200,7 @@ def _main(argv):
                 settings = json.load(f)
         except (OSError, ValueError) as exc:
             raise InputError(f"--resume {out}: no readable {SETTINGS} ({exc})") from None
+        lock = lock_folder(out)  # a search is continued by one process at a time
     else:
         if args.out is None:
             raise InputError("--out DIR is needed: where trials.csv and best.json go")
@@ -211,7 +212,8 @@ def _main(argv):
             raise InputError(str(exc)) from None
         from .formats import load_dataset
         load_dataset(args.data, seed=args.seeds[0])  # a bad --data is reported before anything is made
-        out = fresh_folder(args.out)
+        lock = fresh_folder(args.out)  # claimed atomically; the lock ends with this process
+        out = lock.folder
         settings = {"data": os.path.abspath(args.data) if args.data else None, "trials": args.trials,
                     "seeds": args.seeds, "search_seed": args.search_seed, "jobs": args.jobs,
                     "train": train.to_dict()}
@@ -222,6 +224,8 @@ def _main(argv):
         print(f"\ninterrupted; finished trials are in {out}/{TRIALS}. Resume with: {PROG} --resume {out}",
               file=sys.stderr)
         return 130
+    finally:
+        lock.release()
     best = max(rows, key=_score)
     config = ACMRConfig.from_dict(json.load(open(os.path.join(out, BEST)))["model"])
     print(f"best: trial {int(best['trial']) + 1}, mean validation mAP {_score(best):.4f} over seeds "

@@ -123,7 +123,7 @@ def test_resume_errors(tmp_path, capsys):
     assert err.count("\n") == 1 and "checkpoint.npz: not a readable acmr_np file" in err
     # every explicit setting is refused, even one equal to its default
     assert main(["--resume", str(tmp_path), "--epochs", "30", "--lr", "0.1"]) == 2
-    assert "remove --lr, --epochs (only --backend may be given)" in capsys.readouterr().err
+    assert "remove --lr (only --backend, --epochs and --override-lr may be given)" in capsys.readouterr().err
 
 
 def test_out_that_cannot_be_created_is_one_line(tmp_path, capsys):
