@@ -1,0 +1,203 @@
+"""Multi-label data (issue 17): label rows in every loader, the iterative stratification
+and the synthetic multi-label set."""
+import json
+
+import numpy as np
+import pytest
+import scipy.io
+
+from acmr_np.datasets import PairedDataset, encode_labels, iterative_stratified_split
+from acmr_np.errors import InputError
+from acmr_np.formats import load_dataset, load_split
+from acmr_np.synthetic import make_synthetic_multilabel
+
+# A small multi-label problem: 5 labels, every row at least one.
+Y_TRAIN = np.array([[1, 0, 0, 0, 0], [0, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 0, 1],
+                    [1, 1, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 1, 1, 1], [1, 0, 0, 0, 1], [1, 1, 1, 0, 0]] * 3)
+Y_TEST = Y_TRAIN[:9]
+
+
+def pairs(seed, n, d_img=5, d_txt=4):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d_img)), rng.normal(size=(n, d_txt))
+
+
+def arrays(label_train=Y_TRAIN, label_test=Y_TEST, **extra):
+    out = {}
+    for split, seed, lab in (("train", 0, label_train), ("test", 1, label_test)):
+        out[f"img_{split}"], out[f"txt_{split}"] = pairs(seed, len(lab))
+        out[f"label_{split}"] = lab
+    out.update(extra)
+    return out
+
+
+def raises(match, fn, *args, **kw):
+    with pytest.raises(InputError, match=match) as info:
+        fn(*args, **kw)
+    assert "\n" not in str(info.value)  # the command line prints it as one line
+    return str(info.value)
+
+
+# ---- loading ----------------------------------------------------------------------------
+
+def _write(kind, tmp_path, a):
+    if kind == "npz":
+        np.savez(tmp_path / "d.npz", **a)
+        return tmp_path / "d.npz"
+    if kind == "npy":
+        (tmp_path / "f").mkdir()
+        for k, v in a.items():
+            np.save(tmp_path / "f" / f"{k}.npy", v)
+        return tmp_path / "f"
+    if kind == "h5":
+        h5py = pytest.importorskip("h5py")
+        with h5py.File(tmp_path / "d.h5", "w") as f:
+            for k, v in a.items():
+                f[k] = v
+        return tmp_path / "d.h5"
+    if kind == "mat":  # the Wikipedia layout, its label matrices multi-hot
+        names = {"img_train": "I_tr", "txt_train": "T_tr", "label_train": "L_tr",
+                 "img_test": "I_te", "txt_test": "T_te", "label_test": "L_te"}
+        scipy.io.savemat(tmp_path / "w.mat", {names[k]: v for k, v in a.items()})
+        return tmp_path / "w.mat"
+    (tmp_path / "dscmr").mkdir()  # the DSCMR layout: train_img_lab.mat, ...
+    for split in ("train", "test"):
+        for ours, theirs in (("img", "img"), ("txt", "txt"), ("label", "img_lab")):
+            scipy.io.savemat(tmp_path / "dscmr" / f"{split}_{theirs}.mat",
+                             {f"{split}_{theirs}": a[f"{ours}_{split}"]})
+    return tmp_path / "dscmr"
+
+
+@pytest.mark.parametrize("kind", ["npz", "npy", "h5", "mat", "dscmr"])
+def test_every_loader_reads_label_rows(kind, tmp_path):
+    a = arrays(label_train=Y_TRAIN.astype(bool if kind == "npz" else float))
+    ds = load_dataset(_write(kind, tmp_path, a), seed=0)
+    assert ds.multilabel and ds.train.multilabel and ds.test.multilabel
+    assert ds.n_classes == 5 and ds.classes == (0, 1, 2, 3, 4)
+    assert ds.train.labels.dtype == np.uint8 and ds.train.labels.shape[1] == 5
+    np.testing.assert_array_equal(ds.test.labels, Y_TEST)
+    # the carved validation part and the kept part are the training rows, each once
+    both = np.concatenate([ds.train.labels, ds.val.labels])
+    assert len(both) == 30 and len(ds.val) > 0
+    np.testing.assert_array_equal(np.sort(both.view(np.uint8) @ (2 ** np.arange(5)), kind="stable"),
+                                  np.sort(Y_TRAIN @ (2 ** np.arange(5))))
+    fp = ds.fingerprint()
+    assert fp["multilabel"] is True and json.loads(json.dumps(fp)) == fp
+    assert fp["label_counts"]["test"] == Y_TEST.sum(axis=0).tolist()  # per column, not per pair
+
+
+def test_one_hot_rows_stay_single_label_bit_for_bit():
+    ids = np.arange(30) % 3
+    img, txt = pairs(0, 30)
+    timg, ttxt = pairs(1, 9)
+    a = PairedDataset.from_arrays((img, txt, ids), test=(timg, ttxt, ids[:9]), seed=4)
+    b = PairedDataset.from_arrays((img, txt, np.eye(3)[ids]), test=(timg, ttxt, np.eye(3, dtype=bool)[ids[:9]]),
+                                  seed=4)
+    assert not b.multilabel and b.train.labels.dtype == np.int64
+    assert a.fingerprint() == b.fingerprint() and "multilabel" not in b.fingerprint()
+
+
+def test_from_arrays_multi_hot_with_a_given_validation_split():
+    img, txt = pairs(0, 30)
+    vimg, vtxt = pairs(2, 4)
+    ds = PairedDataset.from_arrays((img, txt, Y_TRAIN), val=(vimg, vtxt, Y_TRAIN[5:9]), test=None)
+    assert ds.multilabel and not ds.val_from_train and ds.test is None
+    np.testing.assert_array_equal(ds.val.labels, Y_TRAIN[5:9])
+    assert not ds.train.labels.flags.writeable
+
+
+def test_label_columns_train_lacks_are_dropped_and_named():
+    y = np.zeros((30, 7), int)
+    y[:, [1, 3, 6]] = Y_TRAIN[:, :3]
+    y[y.sum(1) == 0, 6] = 1  # rows whose labels were in the dropped columns
+    y[::4, 3] = 1
+    assert (y.sum(1) > 1).any()
+    img, txt = pairs(0, 30)
+    ds = PairedDataset.from_arrays((img, txt, y), seed=1)
+    assert ds.classes == (1, 3, 6) and ds.n_classes == 3
+    np.testing.assert_array_equal(np.concatenate([ds.train.labels, ds.val.labels]).sum(0), y[:, [1, 3, 6]].sum(0))
+    bad = y[:9].copy()
+    bad[2, 4] = 1
+    raises(r"test labels hold label column 4 that train lacks", PairedDataset.from_arrays, (img, txt, y),
+           test=(*pairs(1, 9), bad))
+    # encode_labels and load_split map a new file's columns with the saved classes
+    np.testing.assert_array_equal(encode_labels(y[:9], ds.classes), y[:9, [1, 3, 6]])
+    raises(r"label column 4 \(first at row 2\) is not among the 3 classes", encode_labels, bad, ds.classes)
+
+
+def test_load_split_reads_label_rows(tmp_path):
+    img, txt = pairs(1, 9)
+    np.savez(tmp_path / "new.npz", img=img, txt=txt, label=Y_TEST)
+    split, raw = load_split(tmp_path / "new.npz", classes=(0, 1, 2, 3, 4))
+    assert split.multilabel and raw.shape == (9, 5)
+    np.testing.assert_array_equal(split.labels, Y_TEST)
+    own, _ = load_split(tmp_path / "new.npz")
+    np.testing.assert_array_equal(own.labels, Y_TEST)
+
+
+@pytest.mark.parametrize("changes, match", [
+    (dict(label_train=np.where(np.arange(30)[:, None] == 7, 0, Y_TRAIN)),
+     r"d\.npz: label_train row 7 has no 1 \(1 rows of zeros\); every pair needs at least one label"),
+    (dict(label_test=np.where(np.arange(9)[:, None] == 3, 2 * Y_TEST, Y_TEST)),
+     r"label_test has shape \(9, 5\) but holds value 2 at row 3, column 3; expected 0/1 label rows"),
+    (dict(label_train=np.where(Y_TRAIN == 1, 0.5, 0.0)), r"label_train .* holds value 0\.5 at row 0, column 0"),
+    (dict(label_train=np.where(Y_TRAIN == 1, np.nan, 0.0)), r"label_train .* holds value nan at row 0"),
+    (dict(label_test=np.hstack([Y_TEST, Y_TEST[:, :1]])), r"label_test has 6 label columns but label_train has 5"),
+    (dict(label_test=np.arange(9) % 5),
+     r"label_test holds a vector of class labels but label_train holds multi-hot label rows"),
+    (dict(label_train=np.stack([Y_TRAIN] * 2, axis=2)),
+     r"label_train must be a vector of class labels or 0/1 label rows \(n, c\), got shape \(30, 5, 2\)"),
+    (dict(label_test=Y_TRAIN[:8], img_test=np.ones((9, 5)), txt_test=np.ones((9, 4))),
+     r"counts differ within a split: .* label_test has 8 labels"),
+    (dict(label_train=np.tile([0, 1], (30, 1)), label_test=np.tile([1, 1], (9, 1))),
+     r"label_train holds only 1 label; training needs at least 2"),
+])
+def test_bad_label_rows_are_one_line_errors(tmp_path, changes, match):
+    np.savez(tmp_path / "d.npz", **arrays(**changes))
+    raises(match, load_dataset, tmp_path / "d.npz")
+
+
+# ---- the validation split: iterative stratification ---------------------------------------
+
+def test_iterative_stratification_by_hand():
+    """fraction 1/2; label 0 on rows 0-1 (both also label 1), label 1 on rows 0-5, label 2 on
+    rows 4-11. Rarest first: label 0 sends round(1 - 0) = 1 of its 2 rows to validation;
+    label 1 then has 4 unassigned rows and wants round(3 - 1) = 2 more; label 2 wants
+    4 - (its rows 4, 5 already in validation). Every label ends exactly half in validation."""
+    y = np.zeros((12, 3), int)
+    y[0:2, 0] = 1
+    y[0:6, 1] = 1
+    y[4:12, 2] = 1
+    for seed in range(20):
+        keep, val = iterative_stratified_split(y, 0.5, np.random.default_rng(seed))
+        assert np.array_equal(np.sort(np.concatenate([keep, val])), np.arange(12))
+        assert y[val].sum(axis=0).tolist() == [1, 3, 4], seed
+
+
+def test_iterative_stratification_is_balanced_and_seeded():
+    y = make_synthetic_multilabel(0, n_train=600, n_test=10, n_classes=9, d_img=3, d_txt=3).train.labels
+    keep, val = iterative_stratified_split(y, 0.2, np.random.default_rng(3))
+    again = iterative_stratified_split(y, 0.2, np.random.default_rng(3))
+    assert np.array_equal(keep, again[0]) and np.array_equal(val, again[1])
+    assert not np.array_equal(val, iterative_stratified_split(y, 0.2, np.random.default_rng(4))[1])
+    # every label within half a pair of 20% of its pairs; a random split of the same size is not
+    wanted = 0.2 * y.sum(axis=0)
+    assert np.abs(y[val].sum(axis=0) - wanted).max() <= 0.5
+    rand = np.random.default_rng(3).permutation(len(y))[:len(val)]
+    assert np.abs(y[rand].sum(axis=0) - wanted).max() > 2
+    assert abs(len(val) - 0.2 * len(y)) < 0.05 * len(y)
+
+
+# ---- the synthetic multi-label data ---------------------------------------------------------
+
+def test_synthetic_multilabel_structure():
+    ds = make_synthetic_multilabel(0, n_train=240, n_test=60, n_classes=6, max_labels=3, d_img=8, d_txt=5)
+    assert ds.multilabel and ds.n_classes == 6 and (len(ds.train) + len(ds.val), len(ds.test)) == (240, 60)
+    y = np.concatenate([ds.train.labels, ds.val.labels, ds.test.labels])
+    counts = y.sum(axis=1)
+    assert counts.min() == 1 and counts.max() == 3 and set(np.unique(counts)) == {1, 2, 3}
+    # every label is some pair's primary label, balanced: at least 240 / 6 training pairs each
+    assert np.concatenate([ds.train.labels, ds.val.labels]).sum(axis=0).min() >= 40
+    again = make_synthetic_multilabel(0, n_train=240, n_test=60, n_classes=6, max_labels=3, d_img=8, d_txt=5)
+    assert ds.fingerprint() == again.fingerprint()
+    raises(r"max_labels must be at most n_classes=4", make_synthetic_multilabel, n_classes=4, max_labels=5)
