@@ -1,14 +1,19 @@
-"""Multi-label data (issue 17): label rows in every loader, the iterative stratification
-and the synthetic multi-label set."""
+"""Multi-label data (issue 17): label rows in every loader, the iterative stratification,
+the two multi-label L_imd losses against numerical gradients and loops, and triplets that
+share a label."""
 import json
+import math
 
 import numpy as np
 import pytest
 import scipy.io
 
+from acmr_np import losses, triplets
 from acmr_np.datasets import PairedDataset, encode_labels, iterative_stratified_split
 from acmr_np.errors import InputError
 from acmr_np.formats import load_dataset, load_split
+from acmr_np.gradcheck import loss_errors, numerical_gradient, scaled_error
+from acmr_np.model import ACMR, ACMRConfig
 from acmr_np.synthetic import make_synthetic_multilabel
 
 # A small multi-label problem: 5 labels, every row at least one.
@@ -201,3 +206,171 @@ def test_synthetic_multilabel_structure():
     again = make_synthetic_multilabel(0, n_train=240, n_test=60, n_classes=6, max_labels=3, d_img=8, d_txt=5)
     assert ds.fingerprint() == again.fingerprint()
     raises(r"max_labels must be at most n_classes=4", make_synthetic_multilabel, n_classes=4, max_labels=5)
+
+
+# ---- L_imd with label vectors: the two losses -----------------------------------------------
+
+N, C = 5, 7  # not square
+
+
+@pytest.fixture
+def logits_and_rows():
+    rng = np.random.default_rng(5)
+    y = (rng.random((N, C)) < 0.35).astype(np.uint8)
+    y[np.arange(N), rng.integers(0, C, N)] = 1  # at least one label per row
+    assert (y.sum(1) > 1).any()
+    return rng.normal(scale=2.0, size=(N, C)), y
+
+
+def _softmax_label_loop(z, y):
+    total = 0.0
+    for n in range(z.shape[0]):
+        log_norm = math.log(sum(math.exp(v) for v in z[n]))
+        k = sum(y[n])
+        total -= sum(y[n, j] / k * (z[n, j] - log_norm) for j in range(z.shape[1]))
+    return total / z.shape[0]
+
+
+def _sigmoid_loop(z, y):
+    total = 0.0
+    for n in range(z.shape[0]):
+        for j in range(z.shape[1]):
+            s = 1 / (1 + math.exp(-z[n, j]))
+            total -= y[n, j] * math.log(s) + (1 - y[n, j]) * math.log(1 - s)
+    return total / z.shape[0]
+
+
+@pytest.mark.parametrize("loss, loop", [(losses.softmax_label_cross_entropy, _softmax_label_loop),
+                                        (losses.sigmoid_cross_entropy, _sigmoid_loop)])
+def test_label_losses_against_a_loop_and_numerical_gradients(loss, loop, logits_and_rows):
+    z, y = logits_and_rows
+    value, grad = loss(z, y)
+    assert float(value) == pytest.approx(loop(z, y), rel=1e-12)
+    assert grad.shape == (N, C) and grad.dtype == np.float64
+    assert loss_errors(lambda v: loss(v, y), [z])[0] < 1e-7
+    # through a random linear map (a random upstream for the logits, non-square): the
+    # chain rule x -> z = x W -> L checks the gradient against a transposed one
+    rng = np.random.default_rng(6)
+    x, w = rng.normal(size=(N, 3)), rng.normal(size=(3, C))
+    dz = loss(x @ w, y)[1]
+    assert scaled_error(dz @ w.T, numerical_gradient(lambda _: loss(x @ w, y)[0], x)) < 1e-7
+    assert scaled_error(x.T @ dz, numerical_gradient(lambda _: loss(x @ w, y)[0], w)) < 1e-7
+
+
+def test_softmax_on_one_hot_rows_is_the_single_label_loss(logits_and_rows):
+    z, _ = logits_and_rows
+    ids = np.array([3, 0, 6, 2, 2])
+    a, da = losses.softmax_cross_entropy(z, ids)
+    b, db = losses.softmax_label_cross_entropy(z, np.eye(C, dtype=np.uint8)[ids])
+    assert float(a) == pytest.approx(float(b), rel=1e-15)
+    np.testing.assert_allclose(da, db, rtol=0, atol=1e-16)
+
+
+@np.errstate(over="raise", divide="raise", invalid="raise")  # no overflow, log(0) or inf - inf on the way
+def test_label_losses_are_stable_for_huge_logits():
+    z = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 3.0]])
+    y = np.array([[1, 1, 0], [1, 0, 0]])
+    loss, grad = losses.softmax_label_cross_entropy(z, y)
+    # row 0: t = (1/2, 1/2, 0), log p = (0, -2e4, -1e4); row 1: t = (1, 0, 0), log p_0 = -2e4
+    assert float(loss) == pytest.approx((1e4 + 2e4) / 2)
+    np.testing.assert_allclose(grad, [[0.25, -0.25, 0], [-0.5, 0.5, 0]], atol=1e-12)
+    loss, grad = losses.sigmoid_cross_entropy(z, y)
+    # softplus(z) - y z: row 0: 0 + 1e4 + ln 2; row 1: 1e4 + 1e4 + softplus(3)
+    assert float(loss) == pytest.approx((1e4 + math.log(2) + 2e4 + math.log1p(math.exp(3))) / 2, rel=1e-12)
+    s3 = 1 / (1 + math.exp(-3))
+    np.testing.assert_allclose(grad, [[0, -0.5, 0.25], [-0.5, 0.5, s3 / 2]], atol=1e-12)
+    assert np.isfinite(grad).all()
+
+
+def test_label_losses_keep_float32_and_refuse_bad_rows(logits_and_rows):
+    z, y = logits_and_rows
+    for loss in (losses.softmax_label_cross_entropy, losses.sigmoid_cross_entropy):
+        value, grad = loss(z.astype(np.float32), y)
+        assert grad.dtype == np.float32 and value.dtype == np.float32
+        with pytest.raises(ValueError, match=r"expected a label matrix of the logits' shape \(5, 7\)"):
+            loss(z, y[:, :6])
+        with pytest.raises(ValueError, match="must hold only 0 and 1"):
+            loss(z, 2 * y)
+    with pytest.raises(ValueError, match="every row of the label matrix needs at least one 1"):
+        losses.softmax_label_cross_entropy(z, np.where(np.arange(N)[:, None] == 2, 0, y))
+
+
+# ---- the model: the whole objective with label rows ------------------------------------------
+
+LABEL_ROWS = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 1, 1], [1, 0, 0], [0, 0, 1], [1, 1, 1]])
+
+
+@pytest.mark.parametrize("label_loss, labels", [("softmax", LABEL_ROWS), ("sigmoid", LABEL_ROWS),
+                                                ("sigmoid", np.array([0, 1, 2, 0, 1, 2, 0, 1]))])
+@pytest.mark.parametrize("triplet", ["hinge", "pull_push"])
+def test_whole_objective_gradient_with_label_rows(label_loss, labels, triplet):
+    """Cosine geometry (squared distances <= 4) and margin 5: every hinge is active,
+    far from its kink. Row 7 holds every label: it has no negative, and is masked."""
+    rng = np.random.default_rng(0)
+    cfg = ACMRConfig(img_hidden=(7,), txt_hidden=(4,), dim=3, disc_hidden=5, alpha=0.7, beta=1.3, l2=0.05,
+                     margin=5.0, triplet=triplet, push_weight=0.7, label_loss=label_loss)
+    model = ACMR(6, 5, 3, cfg, rng=rng, dtype=np.float64)
+    for k, p in model.named("params").items():
+        if k.endswith(".b"):
+            p[...] = rng.normal(scale=0.1, size=p.shape)
+    img, txt, noise, lam = rng.normal(size=(8, 6)), rng.normal(size=(8, 5)), rng.random((2, 8, 8)), 0.4
+    terms = model.loss_and_grads(img, txt, labels, noise, lam)
+    analytic = {k: g.copy() for k, g in model.named("grads").items()}
+
+    def emb(_):
+        t = model.loss_and_grads(img, txt, labels, noise, lam)
+        return cfg.alpha * t["L_imi"] + cfg.beta * t["L_imd"] + t["L_reg"] - lam * t["L_adv"]
+
+    def adv(_):
+        return model.loss_and_grads(img, txt, labels, noise, lam)["L_adv"]
+
+    for name, p in model.named("params").items():
+        err = scaled_error(analytic[name], numerical_gradient(adv if name.startswith("modality") else emb, p))
+        assert err < 1e-7, (name, err)
+    # L_imd is twice the chosen loss over both modalities' logits (Eq. 2 sums them)
+    s = np.concatenate([model.img_projector.forward(img), model.txt_projector.forward(txt)])
+    rows = np.concatenate([labels, labels])
+    rows = rows if rows.ndim == 2 else np.eye(3)[rows]
+    ref = (_softmax_label_loop if label_loss == "softmax" else _sigmoid_loop)(model.label_classifier.forward(s), rows)
+    assert float(terms["L_imd"]) == pytest.approx(2 * ref, rel=1e-12)
+
+
+# ---- triplets: positives share a label, negatives share none ---------------------------------
+
+def _sample_loop(anchor, other, y, noise, strategy):
+    pos, neg, has = [], [], []
+    for i in range(len(y)):
+        share = [bool(set(np.flatnonzero(y[i])) & set(np.flatnonzero(y[j]))) for j in range(len(y))]
+        pos.append(max((j for j in range(len(y)) if share[j]), key=lambda j: noise[i, j]))
+        others = [j for j in range(len(y)) if not share[j]]
+        has.append(bool(others))
+        if not others:
+            neg.append(None)
+        elif strategy == "random":
+            neg.append(max(others, key=lambda j: noise[i, j]))
+        else:
+            neg.append(min(others, key=lambda j: ((anchor[i] - other[j]) ** 2).sum()))
+    return pos, neg, has
+
+
+@pytest.mark.parametrize("strategy", ["random", "hardest"])
+def test_triplets_from_label_rows_against_a_loop(strategy):
+    rng = np.random.default_rng(2)
+    y = (rng.random((12, 5)) < 0.3).astype(np.uint8)
+    y[np.arange(12), rng.integers(0, 5, 12)] = 1
+    y[4] = 1  # shares a label with everyone: no negative
+    a, o, noise = rng.normal(size=(12, 3)), rng.normal(size=(12, 3)), rng.random((12, 12))
+    pos, neg, has = triplets.sample(a.astype(np.float32), o.astype(np.float32), y, noise, strategy)
+    want_pos, want_neg, want_has = _sample_loop(a, o, y, noise, strategy)
+    assert pos.tolist() == want_pos and has.tolist() == want_has and not has[4] and has.sum() >= 8
+    assert [n for n, h in zip(neg.tolist(), has) if h] == [n for n in want_neg if n is not None]
+
+
+def test_one_hot_rows_pick_the_triplets_of_class_ids():
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, 4, 16)
+    a, o, noise = rng.normal(size=(16, 3)), rng.normal(size=(16, 3)), rng.random((16, 16))
+    for strategy in triplets.STRATEGIES:
+        for got, want in zip(triplets.sample(a, o, np.eye(4)[ids], noise, strategy),
+                             triplets.sample(a, o, ids, noise, strategy)):
+            np.testing.assert_array_equal(got, want)
