@@ -1,18 +1,24 @@
 """Multi-label data (issue 17): label rows in every loader, the iterative stratification,
-the two multi-label L_imd losses against numerical gradients and loops, and triplets that
-share a label."""
+the two multi-label L_imd losses against numerical gradients and loops, triplets that
+share a label, metrics against a slow loop with ties; and single-label numbers that are
+bit for bit what they were."""
+import hashlib
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.io
 
+import acmr_np
 from acmr_np import losses, triplets
 from acmr_np.datasets import PairedDataset, encode_labels, iterative_stratified_split
 from acmr_np.errors import InputError
 from acmr_np.formats import load_dataset, load_split
 from acmr_np.gradcheck import loss_errors, numerical_gradient, scaled_error
+from acmr_np.metrics import (average_precisions, evaluate_retrieval, precision_at_k, precision_recall_curve,
+                             relevance_protocol)
 from acmr_np.model import ACMR, ACMRConfig
 from acmr_np.synthetic import make_synthetic_multilabel
 
@@ -374,3 +380,130 @@ def test_one_hot_rows_pick_the_triplets_of_class_ids():
         for got, want in zip(triplets.sample(a, o, np.eye(4)[ids], noise, strategy),
                              triplets.sample(a, o, ids, noise, strategy)):
             np.testing.assert_array_equal(got, want)
+
+
+# ---- metrics: relevant = shares a label ------------------------------------------------------
+
+def _ml_reference(q, yq, g, yg, k=None):
+    """One query at a time; relevance by Python sets; ties by gallery index (stable)."""
+    sim = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (g / np.linalg.norm(g, axis=1, keepdims=True)).T
+    aps, precs = [], []
+    for i in range(len(q)):
+        labels_i = set(np.flatnonzero(yq[i]))
+        order = np.argsort(-sim[i], kind="stable")
+        rel = np.array([bool(labels_i & set(np.flatnonzero(yg[j]))) for j in order])
+        hits, total = 0, 0.0
+        for r, is_rel in enumerate(rel if k is None else rel[:k], start=1):
+            if is_rel:
+                hits += 1
+                total += hits / r
+        aps.append(total / hits if hits else 0.0)
+        precs.append(np.cumsum(rel) / np.arange(1, len(g) + 1))
+    return np.array(aps), np.array(precs)
+
+
+@pytest.fixture(scope="module")
+def tied():
+    """Most embeddings are signed unit axes (cosines exactly -1, 0 or 1: many exact ties,
+    relevant and not, under any rounding); a few are generic, ranked between them."""
+    rng = np.random.default_rng(8)
+    axes = np.vstack([np.eye(3), -np.eye(3)])
+    q, g = axes[rng.integers(0, 6, 17)], axes[rng.integers(0, 6, 26)]
+    q[::4], g[::5] = rng.normal(size=(5, 3)), rng.normal(size=(6, 3))
+    yq = (rng.random((17, 6)) < 0.25).astype(np.uint8)
+    yg = (rng.random((26, 6)) < 0.25).astype(np.uint8)
+    yq[np.arange(17), rng.integers(0, 6, 17)] = 1
+    yg[np.arange(26), rng.integers(0, 5, 26)] = 1
+    yq[3] = 0
+    yq[3, 5] = 1  # a label only this query may hold: perhaps no relevant item
+    return q, yq, g, yg
+
+
+@pytest.mark.parametrize("k", [None, 1, 6, 26])
+def test_multilabel_map_against_a_loop_with_ties(tied, k):
+    q, yq, g, yg = tied
+    sims = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (g / np.linalg.norm(g, axis=1, keepdims=True)).T
+    assert min(len(r) - len(np.unique(r)) for r in sims[1:4]) >= 10  # ties there are
+    expected = _ml_reference(q, yq, g, yg, k)[0]
+    for chunk_size in (1, 5, 100):
+        np.testing.assert_allclose(average_precisions(q, yq, g, yg, k=k, chunk_size=chunk_size), expected,
+                                   rtol=0, atol=1e-12)
+
+
+def test_multilabel_precision_and_pr_curve_against_a_loop(tied):
+    q, yq, g, yg = tied
+    _, prec = _ml_reference(q, yq, g, yg)
+    np.testing.assert_allclose(precision_at_k(q, yq, g, yg, [1, 4, 26], chunk_size=4),
+                               prec[:, [0, 3, 25]].mean(axis=0), atol=1e-12)
+    p, r = precision_recall_curve(q, yq, g, yg, chunk_size=6)
+    np.testing.assert_allclose(p, prec.mean(axis=0), atol=1e-12)
+    n_rel = ((yq @ yg.T) > 0).sum(axis=1)
+    assert r[-1] == pytest.approx(np.mean(n_rel > 0))  # R = 0 queries add recall 0
+
+
+def test_one_hot_rows_score_as_class_ids(tied):
+    q, _, g, _ = tied
+    rng = np.random.default_rng(1)
+    ql, gl = rng.integers(0, 4, 17), rng.integers(0, 4, 26)
+    for k in (None, 5):
+        np.testing.assert_array_equal(average_precisions(q, np.eye(4)[ql], g, np.eye(4)[gl], k=k),
+                                      average_precisions(q, ql, g, gl, k=k))
+    assert relevance_protocol(ql) == "same class" and relevance_protocol(np.eye(4)[ql]) == "shares a label"
+    with pytest.raises(InputError, match=r"query labels of shape \(17, 4\) and gallery labels of shape \(26,\)"):
+        average_precisions(q, np.eye(4)[ql], g, gl)
+    with pytest.raises(InputError, match="gallery label rows must hold only 0 and 1"):
+        average_precisions(q, np.eye(4)[ql], g, 2 * np.eye(4)[gl])
+
+
+# ---- single-label numbers, bit for bit what they were before multi-label support ------------
+# Recorded with the code of commit 4e9a7e4 (before this work), NumPy's OpenBLAS 0.3.31:
+# float.hex() of each number (exact), by /tmp/ml/before.py (its code is this test's).
+
+BEFORE_EVAL = {"map_img2txt": "0x1.072e55e1fcae3p-2", "map_txt2img": "0x1.04e23108b1b4cp-2",
+               "map_avg": "0x1.0608437557318p-2", "map10_img2txt": "0x1.4b29d6d81cf6dp-2",
+               "map10_txt2img": "0x1.636418507d8b8p-2", "map10_avg": "0x1.5746f7944d412p-2"}
+BEFORE_P_AT_K = ["0x1.af286bca1af28p-3", "0x1.4a8dec3d14a8dp-3", "0x1.ad5c84f0bad5dp-3"]
+BEFORE_PR_SHA = "c17f6262facf7bb3f21c5313554a78970f8621f41f4dc009980816a64d4ae935"
+BEFORE_SYNTHETIC_SHA = "c0363247be64fcd24edfd5d60b949cc1db01fe8378344e5763c82d764e90b634"
+BEFORE_RUN = {"map_img2txt": "0x1.34c2f3ab52148p-2", "map_txt2img": "0x1.410c94bed6f32p-2",
+              "map_avg": "0x1.3ae7c4351483dp-2", "map50_img2txt": "0x1.f549c1e62add3p-2",
+              "map50_txt2img": "0x1.e493b710c166cp-2", "map50_avg": "0x1.eceebc7b76220p-2"}
+BEFORE_RUN_VAL = ["0x1.2f0fa6519c9c1p-2", "0x1.6e7bca79350a4p-2"]
+BEFORE_STATE_SHA = "89ce95f43d6c4234c5e61fecff17f763c3642823daff480729e5a967266c4008"
+# the bits of one float32 product on the recording machine: another BLAS (another CPU
+# kernel) rounds a training run differently, and then its numbers cannot be compared
+BLAS_PROBE = "85d552e87f8aeb6f1029c2e09e1609d771b626eca5b953f966dc86df1c6492a0"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_single_label_metrics_on_fixed_arrays_are_what_they_were():
+    rng = np.random.default_rng(123)
+    img = np.round(rng.normal(size=(57, 6)), 1).astype(np.float32)
+    txt = np.round(rng.normal(size=(57, 6)), 1).astype(np.float32)
+    txt[5] = txt[9]
+    img[3] = 0
+    lab = rng.integers(0, 5, size=57)
+    got = evaluate_retrieval(img, txt, lab, k=10, chunk_size=7)
+    assert {k: float(v).hex() for k, v in got.items()} == BEFORE_EVAL
+    assert [float(x).hex() for x in precision_at_k(img, lab, txt, lab, [1, 5, 20])] == BEFORE_P_AT_K
+    pr, rc = precision_recall_curve(txt, lab, img, lab)
+    assert hashlib.sha256(pr.tobytes() + rc.tobytes()).hexdigest() == BEFORE_PR_SHA
+
+
+def test_single_label_training_is_what_it_was():
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(size=(64, 300)).astype(np.float32), rng.normal(size=(300, 50)).astype(np.float32)
+    data = acmr_np.make_synthetic(seed=0)
+    assert data.fingerprint()["sha256"] == BEFORE_SYNTHETIC_SHA
+    if hashlib.sha256((a @ b).tobytes()).hexdigest() != BLAS_PROBE:
+        pytest.skip("this BLAS rounds float32 products differently from the machine that recorded the run")
+    if (ROOT / ".assignment.json").exists():  # a student's copy (acmr_np.assignment make)
+        pytest.skip("the recorded bits are the reference code's: a student's correct code may round otherwise")
+    model, history = acmr_np.fit(data, acmr_np.ACMRConfig(), acmr_np.TrainConfig(epochs=2, seed=0))
+    assert {k: float(v).hex() for k, v in acmr_np.evaluate(model, data.test).items()} == BEFORE_RUN
+    assert [float(row["val_map"]).hex() for row in history] == BEFORE_RUN_VAL
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(v).tobytes())
+    assert h.hexdigest() == BEFORE_STATE_SHA
