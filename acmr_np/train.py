@@ -29,6 +29,7 @@ from .config import ACMRConfig, TrainConfig
 from .errors import InputError
 from .files import write_json
 from .formats import load_dataset
+from .metrics import relevance_protocol
 from .model import ACMR
 from .plots import make_run_figures, require_matplotlib  # matplotlib itself loads lazily
 from .report import format_epoch, format_table
@@ -121,6 +122,7 @@ def _evaluate_only(args):
         print(f"note: {data.name} is not the data set the checkpoint was trained on")
     out = _fresh_out(args.out) if args.out else None
     metrics = evaluate(model, data.test)
+    metrics["relevance"] = relevance_protocol(data.test.labels)  # "same class" or "shares a label"
     if out:
         write_json(os.path.join(out, METRICS), {**metrics, "checkpoint": os.path.abspath(args.checkpoint),
                                                 "data": data.name})
@@ -196,7 +198,7 @@ def _train(args):
                                                "out": os.path.abspath(out)})
     data = training.data
     print(f"data: {data.name}: train {len(data.train)}, val {len(data.val)}, test {len(data.test)} pairs, "
-          f"{data.n_classes} classes, image {data.d_img}-d, text {data.d_txt}-d; backend {training.train.backend}")
+          f"{f'{data.n_classes} labels (multi-label)' if data.multilabel else f'{data.n_classes} classes'}, image {data.d_img}-d, text {data.d_txt}-d; backend {training.train.backend}")
 
     saved = training.epoch  # the epoch whose checkpoint is complete on disk
     try:
@@ -220,7 +222,7 @@ def _train(args):
 
     training.use_best()
     metrics = evaluate(training.model, data.test)
-    metrics.update(best_epoch=training.best_epoch, best_val_map=training.history.best_val_map,
+    metrics.update(relevance=relevance_protocol(data.test.labels), best_epoch=training.best_epoch, best_val_map=training.history.best_val_map,
                    seconds=training.seconds, epochs=training.epochs, seed=training.train.seed, data=data.name)
     write_json(os.path.join(out, METRICS), metrics)
     if run["plots"]:

@@ -1,7 +1,7 @@
 """Multi-label data (issue 17): label rows in every loader, the iterative stratification,
 the two multi-label L_imd losses against numerical gradients and loops, triplets that
-share a label, metrics against a slow loop with ties; and single-label numbers that are
-bit for bit what they were."""
+share a label, metrics against a slow loop with ties, the baselines, figures, text and
+the command line; and single-label numbers that are bit for bit what they were."""
 import hashlib
 import json
 import math
@@ -507,3 +507,128 @@ def test_single_label_training_is_what_it_was():
         h.update(k.encode())
         h.update(np.ascontiguousarray(v).tobytes())
     assert h.hexdigest() == BEFORE_STATE_SHA
+
+
+# ---- baselines, text, figures ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small():
+    return make_synthetic_multilabel(1, n_train=600, n_test=120, n_classes=8, d_img=16, d_txt=8)
+
+
+def test_posterior_on_label_rows_matches_the_mean_label_vector(small):
+    from acmr_np.posterior import fit_posterior, objective
+    post = fit_posterior(small.train.img, small.train.txt, small.train.labels, reg=1e-2)
+    assert post.n_classes == 8
+    y = small.train.labels.astype(float)
+    # the bias is not penalised, so at the optimum (P6) the mean posterior is the mean of y / sum(y)
+    p_img, p_txt = post.embed(small.train.img, small.train.txt)
+    np.testing.assert_allclose(p_img.mean(0), (y / y.sum(1, keepdims=True)).mean(0), atol=1e-5)
+    rng = np.random.default_rng(0)
+    x, w, bias = rng.normal(size=(9, 4)), rng.normal(size=(4, 8)), rng.normal(size=8)
+    _, dw, db = objective(w, bias, x, y[:9], 0.3)
+    assert scaled_error(dw, numerical_gradient(lambda _: objective(w, bias, x, y[:9], 0.3)[0], w)) < 1e-7
+    assert scaled_error(db, numerical_gradient(lambda _: objective(w, bias, x, y[:9], 0.3)[0], bias)) < 1e-7
+
+
+def test_baselines_and_examples_on_label_rows(small):
+    from acmr_np.baselines import run_baselines
+    from acmr_np.report import pick_queries, retrieval_examples
+    results, _ = run_baselines(small, posterior_regs=(1e-2,))
+    assert results["posterior"]["map_avg"] > results["no_training"]["map_avg"] + 0.1
+    labels = np.array([[1, 0, 0], [0, 1, 1], [0, 0, 1], [1, 1, 0]])
+    emb = np.array([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.5, 0.5]])
+    assert pick_queries(labels, n=2) == [0, 2]  # first labels 0, 1, 2, 0: the first of label 0 and of 2
+    text = retrieval_examples(emb, emb, labels, [2], k=3, class_names=["sky", "sea", "dog"])
+    # text 2 (label 2) ranks images 2, 0, 3: shares with 2 only; image 2 -> texts 2, 0, 3 likewise
+    assert "image 2  labels 2 dog  1/3 relevant:  2\u2713 0\u2717 0+1\u2717" in text
+    # text 1 (labels 1, 2) ranks images 1, 3, 2: each shares a label with it, whatever its first
+    text = retrieval_examples(emb, emb, labels, [1], k=3)
+    assert "text  1  labels 1+2  3/3 relevant:  1+2\u2713 0+1\u2713 2\u2713" in text
+    assert "shares a label" in text
+
+
+def test_figures_colour_by_first_label(small):
+    pytest.importorskip("matplotlib")
+    from acmr_np import plots
+    s = small.test
+    fig = plots.plot_common_space(None, (s.img[:, :4], s.txt[:, :4]), s.labels)
+    assert "colour: first label" in fig._suptitle.get_text()
+    assert "label 0" in [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    curves = plots.retrieval_curves(s.img[:, :4], s.txt[:, :4], s.labels)
+    y = s.labels.astype(int)
+    assert curves["img2txt"]["chance"] == pytest.approx(((y @ y.T) > 0).mean(), abs=1e-12)
+
+
+# ---- the command line -------------------------------------------------------------------------
+
+def _save(path, ds):
+    np.savez(path, **{f"{f}_{split}": getattr(getattr(ds, split), f if f != "label" else "labels")
+                      for split in ("train", "val", "test") for f in ("img", "txt", "label")})
+    return str(path)
+
+
+def test_train_eval_only_and_resume_on_a_multilabel_npz(small, tmp_path, capsys, monkeypatch):
+    from acmr_np import train, training
+    data = _save(tmp_path / "multi.npz", small)
+    fast = ["--data", data, "--epochs", "8", "--img-hidden", "32", "--txt-hidden", "16", "--dim", "16",
+            "--label-loss", "sigmoid", "--seed", "1"]
+    assert train.main(fast + ["--out", str(tmp_path / "full")]) == 0
+    out = capsys.readouterr().out
+    assert "8 labels (multi-label)" in out
+    m = json.load(open(tmp_path / "full" / "metrics.json"))
+    assert m["relevance"] == "shares a label"
+    rng = np.random.default_rng(0)
+    rand = evaluate_retrieval(rng.normal(size=(120, 16)), rng.normal(size=(120, 16)), small.test.labels)
+    assert m["map_avg"] > rand["map_avg"] + 0.15
+    assert json.load(open(tmp_path / "full" / "config.json"))["model"]["label_loss"] == "sigmoid"
+    # --eval-only: the same numbers from the checkpoint and the data it names
+    assert train.main(["--eval-only", "--checkpoint", str(tmp_path / "full"), "--out", str(tmp_path / "ev")]) == 0
+    ev = json.load(open(tmp_path / "ev" / "metrics.json"))
+    assert ev["map_avg"] == m["map_avg"] and ev["relevance"] == "shares a label"
+    # --resume after an interrupt gives the uninterrupted run's numbers
+    real, calls = training.Training.train_epoch, {"n": 0}
+
+    def interrupted(self):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(training.Training, "train_epoch", interrupted)
+    assert train.main(fast + ["--out", str(tmp_path / "cut")]) == 130
+    monkeypatch.setattr(training.Training, "train_epoch", real)
+    meta = json.loads(str(np.load(tmp_path / "cut" / "checkpoint.npz")["meta"]))
+    assert meta["data"]["multilabel"] is True and meta["classes"] == list(range(8)) and meta["epoch"] == 4
+    assert train.main(["--resume", str(tmp_path / "cut")]) == 0
+    resumed = json.load(open(tmp_path / "cut" / "metrics.json"))
+    assert {k: v for k, v in resumed.items() if k != "seconds"} == {k: v for k, v in m.items() if k != "seconds"}
+
+
+
+# ---- the GPU ------------------------------------------------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("label_loss", ["softmax", "sigmoid"])
+def test_label_rows_on_cupy_match_numpy(label_loss, tied):
+    """The model's terms and gradients with label rows (uint8 on the device, as training
+    moves them), hardest negatives, and the multi-label metrics: both backends agree."""
+    import cupy as cp
+    cfg = ACMRConfig(img_hidden=(7,), txt_hidden=(4,), dim=3, disc_hidden=5, sampling="hardest",
+                     label_loss=label_loss)
+    host = ACMR(6, 5, 3, cfg, rng=np.random.default_rng(0), dtype=np.float64)
+    dev = ACMR(6, 5, 3, cfg, rng=np.random.default_rng(0), xp=cp, dtype=np.float64)
+    rng = np.random.default_rng(1)
+    img, txt, noise = rng.normal(size=(8, 6)), rng.normal(size=(8, 5)), rng.random((2, 8, 8))
+    labels = LABEL_ROWS.astype(np.uint8)
+    t_host = host.loss_and_grads(img, txt, labels, noise, 0.3)
+    t_dev = dev.loss_and_grads(cp.asarray(img), cp.asarray(txt), cp.asarray(labels), cp.asarray(noise), 0.3)
+    for k in t_host:
+        assert float(t_dev[k]) == pytest.approx(float(t_host[k]), rel=1e-10), k
+    for k, g in host.named("grads").items():
+        np.testing.assert_allclose(cp.asnumpy(dev.named("grads")[k]), g, rtol=1e-9, atol=1e-12, err_msg=k)
+    q, yq, g, yg = tied
+    for k in (None, 6):
+        np.testing.assert_allclose(average_precisions(cp.asarray(q), cp.asarray(yq), cp.asarray(g), yg, k=k,
+                                                      chunk_size=5),
+                                   average_precisions(q, yq, g, yg, k=k), atol=1e-12)
