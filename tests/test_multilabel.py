@@ -5,6 +5,8 @@ the command line; and single-label numbers that are bit for bit what they were."
 import hashlib
 import json
 import math
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -632,3 +634,22 @@ def test_label_rows_on_cupy_match_numpy(label_loss, tied):
         np.testing.assert_allclose(average_precisions(cp.asarray(q), cp.asarray(yq), cp.asarray(g), yg, k=k,
                                                       chunk_size=5),
                                    average_precisions(q, yq, g, yg, k=k), atol=1e-12)
+
+
+# ---- the README ------------------------------------------------------------------------------
+
+def test_the_readme_multilabel_example_writes_a_file_the_loader_reads(tmp_path, monkeypatch):
+    readme = ROOT / "README.md"
+    if not readme.is_file():
+        pytest.skip("no README.md next to tests/")
+    section = re.search(r"^## Multi-label data\n(.*?)(?=^## )", readme.read_text(encoding="utf-8"), re.M | re.S)
+    blocks = re.findall(r"```python\n(.*?)```", section.group(1), flags=re.S)
+    monkeypatch.chdir(tmp_path)
+    exec(compile("".join(blocks), "README.md", "exec"), {})
+    ds = load_dataset("multi.npz")
+    again = make_synthetic_multilabel(seed=0)
+    assert ds.multilabel and not ds.val_from_train and os.listdir(tmp_path) == ["multi.npz"]
+    assert (len(ds.train), len(ds.val), len(ds.test), ds.n_classes) == (1802, 198, 700, 12)
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(getattr(ds, split).labels, getattr(again, split).labels)
+        np.testing.assert_array_equal(getattr(ds, split).img, getattr(again, split).img)
