@@ -459,7 +459,7 @@ def test_one_hot_rows_score_as_class_ids(tied):
 
 # ---- single-label numbers, bit for bit what they were before multi-label support ------------
 # Recorded with the code of commit 4e9a7e4 (before this work), NumPy's OpenBLAS 0.3.31:
-# float.hex() of each number (exact), by /tmp/ml/before.py (its code is this test's).
+# float.hex() of each number (exact), computed by the code of the two tests below run at that commit.
 
 BEFORE_EVAL = {"map_img2txt": "0x1.072e55e1fcae3p-2", "map_txt2img": "0x1.04e23108b1b4cp-2",
                "map_avg": "0x1.0608437557318p-2", "map10_img2txt": "0x1.4b29d6d81cf6dp-2",
