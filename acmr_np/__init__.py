@@ -19,7 +19,7 @@ __version__ = "0.2.0"
 _EXPORTS = {
     "ACMR": "model", "ACMRConfig": "config", "TrainConfig": "config",
     "PairedDataset": "datasets", "Split": "datasets", "load_dataset": "formats", "load_split": "formats",
-    "make_synthetic": "synthetic",
+    "make_synthetic": "synthetic", "make_synthetic_multilabel": "synthetic",
     "fit": "training", "evaluate": "training", "batches": "training", "Batch": "training",
     "History": "training", "Training": "training", "Trainer": "trainer",
     "save_model": "checkpoint", "load_model": "checkpoint",

@@ -20,7 +20,7 @@ from .cca import DEFAULT_REG, NO_TRAINING_DIM, NoTraining, fit_select
 from .cli import ArgumentParser, Interrupted, describe_error, output_file, run_main
 from .errors import InputError
 from .files import write_json
-from .metrics import evaluate_retrieval
+from .metrics import evaluate_retrieval, relevance_protocol
 from .posterior import DEFAULT_REGS
 from .posterior import fit_select as fit_posterior_select
 
@@ -68,7 +68,8 @@ def format_table(results, data):
             (f"no training ({raw['kind']})", raw)]
     width = max(len(name) for name, _ in rows)
     lines = [f"baselines on {data.name}",
-             f"test split: {len(data.test)} pairs, {data.n_classes} classes; "
+             f"test split: {len(data.test)} pairs, {data.n_classes} "
+             f"{'labels (multi-label; relevant = shares a label)' if data.multilabel else 'classes'}; "
              f"CCA fitted on {len(data.train)} training pairs, components chosen on {len(data.val)} "
              f"validation pairs (validation mAP@all {cca['val_map']:.4f})",
              f"label posterior fitted on the same training pairs, reg chosen on validation from "
@@ -120,7 +121,8 @@ def _main(argv):
     print(format_table(results, data), flush=True)  # printed first: a failed write below loses nothing
     if path:
         try:
-            write_json(path, {**results, "data": data.name, "seed": args.seed, "val_fraction": args.val_fraction,
+            write_json(path, {**results, "data": data.name, "relevance": relevance_protocol(data.test.labels),
+                              "seed": args.seed, "val_fraction": args.val_fraction,
                               "sizes": {s: len(getattr(data, s)) for s in ("train", "val", "test")}},
                        overwrite=False)
         except KeyboardInterrupt:

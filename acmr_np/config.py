@@ -17,6 +17,7 @@ from .triplets import STRATEGIES
 TRIPLET_FORMS = ("hinge", "pull_push")
 DISTANCES = ("cosine", "euclidean")
 LAMBDA_SCHEDULES = ("constant", "dann")
+LABEL_LOSSES = ("softmax", "sigmoid")
 
 
 def _setting(default, help, choices=None, minimum=None, above=None):
@@ -149,6 +150,9 @@ class ACMRConfig(_Settings):
     disc_hidden: "int" = _setting(50, "hidden width of the modality classifier (paper: 50)", minimum=1)
     alpha: "float" = _setting(2.0, "weight of L_imi, the triplet term (Eq. 8)", minimum=0)
     beta: "float" = _setting(1.0, "weight of L_imd, the label term (Eq. 8)", minimum=0)
+    label_loss: "str" = _setting("softmax", "L_imd's cross-entropy (Eq. 2): softmax against the label vector "
+                                 "(normalised to sum 1 when a pair has several labels), or sigmoid: one binary "
+                                 "cross-entropy per label, summed over the labels", LABEL_LOSSES)
     l2: "float" = _setting(1e-3, "L_reg coefficient: l2 * sum ||W||_F^2 over the projectors' weights (Eq. 7)",
                            minimum=0)
     triplet: "str" = _setting("hinge", "L_imi's form: hinge max(0, mu + d(a,p) - d(a,n)) or the paper's "

@@ -17,7 +17,8 @@ Whole datasets (``load_dataset(path)``; the kind is chosen from the path):
 
 ``keys={"img_train": "X_img", ...}`` (or ``parse_keys("img_train=X_img,...")``) maps our
 names to the file's for every kind but the DSCMR folder; names it leaves out keep our
-spelling. Labels may be integers >= 0, strings or one-hot rows (see ``acmr_np.datasets``).
+spelling. Labels may be integers >= 0, strings, one-hot rows, or multi-hot 0/1 rows (n, c)
+for multi-label data (see ``acmr_np.datasets``).
 ``load_split`` reads one split only, to evaluate a trained model on a new file.
 
 Every problem with the input raises ``InputError`` with a one-line message naming the
@@ -335,7 +336,8 @@ def load_split(path, *, keys=None, split="test", classes=None):
 
     The file holds ``img_<split>, txt_<split>, label_<split>`` (a whole-dataset file
     will do) or plain ``img, txt, label`` (names mapped by ``keys``). Returns
-    (Split, raw): raw (n,) are the labels as stored (int64 or str, read-only). The
+    (Split, raw): raw (n,) are the labels as stored (int64 or str, read-only; for
+    multi-hot rows the 0/1 matrix (n, c) uint8, encoded column by column). The
     Split's labels are ``encode_labels(raw, classes)`` when ``classes`` is given (the
     tuple a trained run saved; a label outside it is an InputError), else ids in the
     sorted order of the file's own labels, which match a model's ids only by chance.
@@ -347,7 +349,8 @@ def load_split(path, *, keys=None, split="test", classes=None):
     *arrays, names = _one(p, _kind(p, whole=False), keys, split)
     img, txt, raw = check_arrays(*arrays, where=p, keys=names)
     raw.flags.writeable = False
-    own = tuple(np.unique(raw).tolist())
+    # without saved classes: the file's own labels (for 0/1 label rows, the columns it uses)
+    own = tuple(np.flatnonzero(raw.any(axis=0)).tolist() if raw.ndim == 2 else np.unique(raw).tolist())
     ids = encode_labels(raw, own if classes is None else classes, where=f"{p}: {names[2]}")
     ids.flags.writeable = False
     return Split(img, txt, ids), raw

@@ -2,7 +2,11 @@
 
 The protocol is that of ACMR.md section 6. Each query of one modality (say an image)
 ranks the whole gallery of the other modality (the texts of the same split) by cosine
-similarity, highest first. A gallery item is relevant when it has the query's class label.
+similarity, highest first. A gallery item is relevant when it has the query's class label;
+for multi-label data (labels given as 0/1 rows (n, c)) when it shares at least one label
+with the query, the protocol of DCMH (Jiang and Li, CVPR 2017) and SSAH (Li et al., CVPR
+2018) on MIRFlickr and NUS-WIDE. ``relevance_protocol`` names the one in use ("same
+class" or "shares a label"); for one-hot rows both give the same numbers.
 
     AP(q)  = (1 / R) * sum over ranks r holding a relevant item of precision@r
     precision@r = (relevant items among the top r) / r
@@ -26,7 +30,8 @@ chunks of ``chunk_size`` rows, so memory grows with chunk_size * n_gallery, not 
 n_query * n_gallery. Inside a chunk everything is vectorised:
 similarity -> stable argsort -> gather relevance -> cumsum -> precision at relevant ranks.
 Every function runs on NumPy or CuPy, whichever holds the embeddings; the results come
-back as host (NumPy) arrays or Python floats.
+back as host (NumPy) arrays or Python floats. With label rows, relevance inside a chunk is
+one more product: (Y_q Y_g^T > 0) (c, ng), read in ranked order.
 """
 import numbers
 
@@ -73,23 +78,45 @@ def _check_positive_int(value, name):
         raise InputError(f"{name} must be a positive integer, got {value!r}")
 
 
+def relevance_protocol(labels):
+    """What counts as relevant for these labels, in words: "same class" for class ids
+    (n,), "shares a label" for 0/1 label rows (n, c). (For metrics.json.)"""
+    return "shares a label" if labels.ndim == 2 else "same class"
+
+
+def _check_labels(name, labels, xp):
+    """Class ids (n,) as they are, or 0/1 label rows (n, c) as float32 (their products
+    count shared labels exactly); anything else is an InputError."""
+    if labels.ndim == 2 and labels.dtype.kind in "biuf":
+        if labels.size and not bool(((labels == 0) | (labels == 1)).all()):
+            raise InputError(f"{name} label rows must hold only 0 and 1 (multi-label data)")
+        return labels.astype(xp.float32)
+    if labels.ndim != 1 or not numpy.issubdtype(labels.dtype, numpy.integer):
+        raise InputError(f"{name} labels must be a 1-D array of integer class ids or 0/1 label rows "
+                         f"(n, c), got shape {labels.shape} and dtype {labels.dtype}")
+    return labels
+
+
 def _prepare(query_emb, query_labels, gallery_emb, gallery_labels, chunk_size):
     """Validate the inputs and put them all on one backend.
 
-    Returns (xp, q, q_labels, g_unit, g_labels) with q (nq, d), q_labels (nq,),
-    g_unit (ng, d) the L2-normalised gallery and g_labels (ng,).
+    Returns (xp, q, q_labels, g_unit, g_labels) with q (nq, d), q_labels (nq,) class
+    ids or (nq, c) float32 0/1 label rows, g_unit (ng, d) the L2-normalised gallery
+    and g_labels (ng,) or (ng, c), of the query labels' kind.
     """
     _check_positive_int(chunk_size, "chunk_size")
     xp = get_array_module(query_emb, gallery_emb)
     q, g = _on(query_emb, xp), _on(gallery_emb, xp)
     q_labels, g_labels = _on(query_labels, xp), _on(gallery_labels, xp)
+    q_labels, g_labels = _check_labels("query", q_labels, xp), _check_labels("gallery", g_labels, xp)
+    if q_labels.ndim != g_labels.ndim or q_labels.shape[1:] != g_labels.shape[1:]:
+        raise InputError(f"query labels of shape {tuple(q_labels.shape)} and gallery labels of shape "
+                         f"{tuple(g_labels.shape)}: both must be class ids (n,) or label rows with the "
+                         f"same columns (n, c)")
     for name, emb, labels in (("query", q, q_labels), ("gallery", g, g_labels)):
         if emb.ndim != 2 or emb.shape[0] == 0:
             raise InputError(f"{name} embeddings must be a non-empty 2-D array "
                              f"(n, dim), got shape {emb.shape}")
-        if labels.ndim != 1 or not numpy.issubdtype(labels.dtype, numpy.integer):
-            raise InputError(f"{name} labels must be a 1-D array of integer class ids, "
-                             f"got shape {labels.shape} and dtype {labels.dtype}")
         if labels.shape[0] != emb.shape[0]:
             raise InputError(f"{name} embeddings have {emb.shape[0]} rows but "
                              f"{name} labels have {labels.shape[0]}")
@@ -112,9 +139,14 @@ def _ranked_relevance(q, q_labels, g_unit, g_labels, top, xp):
     q (c, d), q_labels (c,), g_unit (ng, d) unit rows, g_labels (ng,), top <= ng.
     Returns rel (c, top) bool: rel[i, r] is True when the item at rank r + 1 for
     query i has query i's label. Temporaries are (c, ng) and die on return.
+    With label rows q_labels (c, k), g_labels (ng, k): True when the item shares at
+    least one label with the query.
     """
     sim = _l2_normalise(q, xp) @ g_unit.T                 # (c, ng) cosine similarity
     order = _stable_argsort_desc(sim, xp)[:, :top]        # (c, top) gallery ids, best first
+    if q_labels.ndim == 2:
+        shares = (q_labels @ g_labels.T) > 0              # (c, ng): shared labels counted exactly
+        return xp.take_along_axis(shares, order, axis=1)  # (c, top), in ranked order
     return g_labels[order] == q_labels[:, None]           # (c, top)
 
 
@@ -155,7 +187,8 @@ def average_precisions(query_emb, query_labels, gallery_emb, gallery_labels,
     """Average precision of every query against the whole gallery.
 
     query_emb (nq, d), query_labels (nq,) integer classes, gallery_emb (ng, d),
-    gallery_labels (ng,). k: None for AP@all, or a positive int for AP@k (k larger
+    gallery_labels (ng,); or, for multi-label data, 0/1 label rows (nq, c) and (ng, c),
+    where relevant means sharing at least one label. k: None for AP@all, or a positive int for AP@k (k larger
     than ng is the same as ng). chunk_size: queries ranked at once; memory is
     O(chunk_size * ng).
 
@@ -204,7 +237,7 @@ def mean_average_precision(query_emb, query_labels, gallery_emb, gallery_labels,
 def paired_map(img_emb, txt_emb, labels, chunk_size=256):
     """The average of img->txt and txt->img mAP@all on one split of pairs: the number
     that selects the best epoch and CCA's components on validation.
-    img_emb (n, m), txt_emb (n, m), labels (n,) -> float."""
+    img_emb (n, m), txt_emb (n, m), labels (n,) or 0/1 label rows (n, c) -> float."""
     return 0.5 * (mean_average_precision(img_emb, labels, txt_emb, labels, chunk_size=chunk_size)
                   + mean_average_precision(txt_emb, labels, img_emb, labels, chunk_size=chunk_size))
 
@@ -292,8 +325,8 @@ def evaluate_retrieval(img_emb, txt_emb, labels, k=50, chunk_size=256):
     """Both retrieval directions on one split, as reported in ACMR.md section 7.
 
     img_emb (n, d) and txt_emb (n, d) are the paired common-space embeddings of one
-    split, labels (n,) their shared classes. img->txt ranks the texts for each image
-    query; txt->img the reverse. Returns a dict of floats:
+    split, labels (n,) their shared classes (or (n, c) 0/1 label rows: relevant = shares
+    a label). img->txt ranks the texts for each image query; txt->img the reverse. Returns a dict of floats:
     map_img2txt, map_txt2img, map_avg (mAP@all) and map{k}_img2txt, map{k}_txt2img,
     map{k}_avg (mAP@k; e.g. map50_img2txt for the default k = 50).
     """

@@ -5,7 +5,8 @@ Parts, with the paper's names:
     image  v --[img_projector: standardise, Linear+tanh, ...]--> s_v  \\
                                                                        > common space S (m-d)
     text   t --[txt_projector: standardise, Linear+tanh, ...]--> s_t  /
-    s --[label_classifier: Linear m->c, softmax]--> class     (L_imd, Eq. 2)
+    s --[label_classifier: Linear m->c, softmax]--> class     (L_imd, Eq. 2; or one
+                                                               sigmoid per label)
     s --[GRL]--[modality_classifier: m->50->2]--> modality    (L_adv, Eq. 1)
     (s_v, s_t) triplets --> L_imi (Eqs. 3-6);  projector weights --> L_reg (Eq. 7)
 
@@ -204,11 +205,30 @@ class ACMR:
         # picked = P @ other  =>  d_other = P^T d_picked (sums over anchors sharing an item)
         return loss, d_a, P.T @ d_p + Q.T @ d_q
 
+    def _label_loss(self, logits, labels):
+        """L_imd's cross-entropy (Eq. 2), mean over the rows of logits (N, c): for class
+        ids labels (N,) or 0/1 label rows (N, c) (multi-label data), by
+        config.label_loss: "softmax" against the label vector normalised to sum 1
+        (losses.softmax_label_cross_entropy; for class ids the plain
+        softmax_cross_entropy, the same loss on one-hot vectors) or "sigmoid", one
+        binary cross-entropy per label (losses.sigmoid_cross_entropy).
+        Returns (loss, dlogits). No value checks (the data was checked when loaded):
+        nothing here waits for the GPU."""
+        xp = self.xp
+        if labels.ndim == 1:
+            if self.config.label_loss == "softmax":
+                return losses.softmax_cross_entropy(logits, labels, check_values=False)
+            labels = labels[:, None] == xp.arange(logits.shape[1])[None, :]  # one-hot rows
+        if self.config.label_loss == "softmax":
+            return losses.softmax_label_cross_entropy(logits, labels, check_values=False)
+        return losses.sigmoid_cross_entropy(logits, labels, check_values=False)
+
     def loss_and_grads(self, img, txt, labels, noise, lam, l_reg=True):
         """Forward both modalities, every loss, and the full backward pass.
 
         img (B, d_img), txt (B, d_txt): RAW features of B pairs (each projector
-        standardises its input); labels (B,) integer class ids on the model's backend;
+        standardises its input); labels (B,) integer class ids, or (B, c) 0/1 label
+        rows for multi-label data, on the model's backend;
         noise (2, B, B) uniform noise for triplet sampling (anchors whose batch holds no
         other class are left out of L_imi by triplets.sample's mask), or None to leave
         L_imi out; lam: the GRL's lambda for this step.
@@ -230,12 +250,12 @@ class ACMR:
 
         # 2. L_imd (Eq. 2): the shared label classifier on both modalities. Eq. 2 sums
         #    the two modalities' cross-entropies and averages over pairs, i.e. twice the
-        #    mean over the 2B rows.
+        #    mean over the 2B rows. (_label_loss: class ids or label vectors, softmax or
+        #    sigmoid, as config.label_loss says.)
         class_logits = self.label_classifier.forward(s)
         # (check_values=False: the labels were checked once, when the data was loaded;
         #  checking them here would make every step wait for the GPU)
-        l_imd, d_class_logits = losses.softmax_cross_entropy(class_logits, xp.concatenate([labels, labels]),
-                                                             check_values=False)
+        l_imd, d_class_logits = self._label_loss(class_logits, xp.concatenate([labels, labels]))
         l_imd, d_class_logits = 2 * l_imd, 2 * d_class_logits
 
         # 3. L_imi (Eqs. 3-6): triplets across modalities, both directions. With

@@ -10,7 +10,8 @@ none writes a file. ``save_figure(fig, path)`` writes one as PNG, and
 - ``plot_retrieval_curves`` (data from ``retrieval_curves``): precision-recall and
   precision@k in both directions, several methods on the same axes;
 - ``plot_common_space`` (by ``pca_2d``): the joint embeddings of both modalities in 2-D,
-  before and after training, colour = class, marker = modality.
+  before and after training, colour = class (multi-label data: the first label),
+  marker = modality.
 
 The retrieval examples and the other text are in acmr_np.report.
 
@@ -39,7 +40,7 @@ from .backend import to_host
 from .errors import InputError
 from .files import atomic_write, write_text
 from .metrics import precision_recall_curve
-from .report import DIRECTIONS, host_pair, pick_queries, retrieval_examples
+from .report import DIRECTIONS, first_labels, host_pair, pick_queries, retrieval_examples
 
 MISSING_MATPLOTLIB = "figures need matplotlib: pip install 'acmr_np[plot]'"
 DPI = 120  # of the PNG files and of the inline display
@@ -219,9 +220,15 @@ def retrieval_curves(img_emb, txt_emb, labels, chunk_size=256):
     precision[r - 1] and recall[r - 1] are the means over queries of precision@r and
     recall@r, so ``precision`` is also the precision@k curve (k = r). "chance" is the
     precision of a random ranking, the mean over queries of R / n (R: relevant items).
+    For 0/1 label rows (n, c), relevant = shares a label (as in metrics.py).
     """
     labels_h = numpy.asarray(to_host(labels))
-    chance = float(numpy.mean((labels_h[:, None] == labels_h[None, :]).mean(axis=1)))
+    if labels_h.ndim == 2:  # R_i = the items sharing a label with i: rows of (Y Y^T > 0), by blocks
+        y = labels_h.astype(numpy.float32)
+        shared = sum(int(((y[i:i + 1024] @ y.T) > 0).sum()) for i in range(0, len(y), 1024))
+        chance = shared / len(y) ** 2
+    else:
+        chance = float(numpy.mean((labels_h[:, None] == labels_h[None, :]).mean(axis=1)))
     out = {}
     for key, (q, g) in (("img2txt", (img_emb, txt_emb)), ("txt2img", (txt_emb, img_emb))):
         precision, recall = precision_recall_curve(q, labels, g, labels, chunk_size=chunk_size)
@@ -303,13 +310,17 @@ def plot_common_space(before, after, labels, *, titles=("before training", "afte
     before, after: pairs (img_emb (n, m), txt_emb (n, m)) of the same n pairs (any
     backend; ``before`` may be None for a single panel), labels (n,). Each panel is its
     own PCA (``pca_2d``) of that space, so axes are not comparable between panels.
-    Colour = class, marker = modality (o image, ^ text). A space where training worked
+    Colour = class, marker = modality (o image, ^ text). Multi-label data (labels as 0/1
+    rows (n, c)) is coloured by each pair's first label (``report.first_labels``), which
+    the legend and title say: a pair with labels {2, 7} is drawn in the colour of 2. A space where training worked
     shows images and texts of one class mixed in one cluster (modality invariance) and
     classes apart (discrimination). At most ``max_points`` pairs are drawn (a seeded
     random subset, the same for every panel); the PCA uses all of them. Panels: 1 x 2
     (1 x 1 without ``before``), one legend beside the last. fig: see the module docstring.
     """
     labels = numpy.asarray(to_host(labels))
+    colour_by = "first label" if labels.ndim == 2 else "class"
+    labels = first_labels(labels)
     panels = [(t, host_pair(p, t)) for t, p in zip(titles, (before, after)) if p is not None]
     if not panels:
         raise InputError("nothing to plot: both before and after are None")
@@ -336,18 +347,19 @@ def plot_common_space(before, after, labels, *, titles=("before training", "afte
         ax.grid(alpha=0.3)
 
     from matplotlib.lines import Line2D
-    name = (lambda c: f"{c}: {class_names[c]}") if class_names is not None else (lambda c: f"class {c}")
+    word = "label" if colour_by == "first label" else "class"
+    name = (lambda c: f"{c}: {class_names[c]}") if class_names is not None else (lambda c: f"{word} {c}")
     class_handles = [Line2D([], [], ls="", marker="s", ms=8, color=colours[c], label=name(c))
                      for c in classes.tolist()]
     modality_handles = [Line2D([], [], ls="", marker="o", ms=6, color="dimgrey", label="image"),
                         Line2D([], [], ls="", marker="^", ms=7, mfc="none", color="dimgrey", label="text")]
     gap = Line2D([], [], ls="", label=" ")  # an empty row between the two groups
     # One legend (two would need add_artist, which constrained layout does not make room for).
-    axes[-1].legend(handles=modality_handles + [gap] + class_handles, title="marker: modality\ncolour: class",
+    axes[-1].legend(handles=modality_handles + [gap] + class_handles, title=f"marker: modality\ncolour: {colour_by}",
                     loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
                     ncol=1 if len(classes) <= 24 else 2)
     subset = f", {len(shown)} of {len(labels)} pairs shown" if len(shown) < len(labels) else ""
-    target.suptitle(f"Common space, PCA to 2-D (colour: class, marker: modality{subset})", fontsize="x-large")
+    target.suptitle(f"Common space, PCA to 2-D (colour: {colour_by}, marker: modality{subset})", fontsize="x-large")
     return target.figure
 
 

@@ -53,6 +53,15 @@ not the validation cross-entropy. One reg serves both modalities (a single grid,
 ``DEFAULT_REGS``, six decades). The test split is never looked at while fitting or
 choosing: ``fit_select`` does not receive it.
 
+Multi-label data (labels as 0/1 rows y_i (c,), at least one 1 each). We keep ONE softmax
+per modality and fit it to the normalised label vectors t_i = y_i / sum(y_i), i.e. (P3)
+with the data term -(1/n) sum_i t_i . log P_i (losses.softmax_label_cross_entropy,
+dJ/dZ = (P - T) / n in (P4)): the form of ACMR's default L_imd, so the baseline and the
+model learn from the labels in the same way, and the embedding stays a probability
+vector over the labels, compared by cosine as before. (The alternative, one logistic
+regression per label, would be c independent problems; it is left out.) The optimum
+still matches the mean: the mean fitted posterior equals the mean of the t_i.
+
 Everything here runs in float64 on the host (NumPy/SciPy); one evaluation of J costs
 two (n, d) x (d, c) products, with no loop over samples.
 """
@@ -64,7 +73,7 @@ import scipy.optimize
 from .backend import to_host
 from .cca import _as_features
 from .errors import InputError
-from .losses import softmax_cross_entropy
+from .losses import softmax_cross_entropy, softmax_label_cross_entropy
 from .metrics import paired_map
 
 # The reg tried on validation: six decades. On standardised features the data term's
@@ -79,8 +88,16 @@ FTOL = 1e-13           # or when J stops falling (relative), near float64 round-
 
 
 def _as_labels(labels, n, name):
-    """Class ids (n,) -> host int64, refusing anything but non-negative integers."""
+    """Class ids (n,) -> host int64, refusing anything but non-negative integers; 0/1
+    label rows (n, c) (multi-label) -> host float64, at least one 1 per row."""
     labels = numpy.asarray(to_host(labels))
+    if labels.ndim == 2 and labels.shape[0] == n and labels.dtype.kind in "biuf":
+        if not ((labels == 0) | (labels == 1)).all():
+            raise InputError(f"{name} label rows must hold only 0 and 1")
+        if not labels.any(axis=1).all():
+            raise InputError(f"{name} label rows need at least one 1 each; row "
+                             f"{int(numpy.flatnonzero(~labels.any(axis=1))[0])} has none")
+        return labels.astype(numpy.float64)
     if labels.ndim != 1 or labels.shape[0] != n:
         raise InputError(f"{name} labels must have shape ({n},), got {labels.shape}")
     if not numpy.issubdtype(labels.dtype, numpy.integer):
@@ -106,11 +123,13 @@ def _softmax(z):
 def objective(weight, bias, x, labels, reg):
     """The objective (P3) and its gradient (P5, P6).
 
-    weight (d, c), bias (c,), x (n, d) standardised features, labels (n,) in 0..c-1,
-    reg >= 0  ->  (J as a float, dJ/dW (d, c), dJ/db (c,)).
-    The data term and dJ/dZ (P4) come from losses.softmax_cross_entropy.
+    weight (d, c), bias (c,), x (n, d) standardised features, labels (n,) in 0..c-1
+    or 0/1 label rows (n, c), reg >= 0  ->  (J as a float, dJ/dW (d, c), dJ/db (c,)).
+    The data term and dJ/dZ (P4) come from losses.softmax_cross_entropy (label rows:
+    losses.softmax_label_cross_entropy, against y_i / sum(y_i)).
     """
-    data_loss, dlogits = softmax_cross_entropy(x @ weight + bias, labels)   # (P1), (P4)
+    xent = softmax_label_cross_entropy if labels.ndim == 2 else softmax_cross_entropy
+    data_loss, dlogits = xent(x @ weight + bias, labels)                    # (P1), (P4)
     loss = float(data_loss) + 0.5 * reg * float((weight * weight).sum())    # (P3)
     return loss, x.T @ dlogits + reg * weight, dlogits.sum(axis=0)          # (P5), (P6)
 
@@ -144,9 +163,11 @@ class SoftmaxRegression:
 
 
 def fit_softmax_regression(x, labels, reg, n_classes=None):
-    """Minimise (P3) on raw training features x (n, d) with labels (n,).
+    """Minimise (P3) on raw training features x (n, d) with labels (n,) (or 0/1 label
+    rows (n, c): the normalised label vectors are the targets).
 
-    n_classes defaults to max(labels) + 1. Standardises x with its own mean and std,
+    n_classes defaults to max(labels) + 1 (label rows: their number of columns, which
+    n_classes must then equal). Standardises x with its own mean and std,
     starts at W = 0, b = 0 and runs L-BFGS-B with the hand-written gradient.
     Returns a SoftmaxRegression.
     """
@@ -154,13 +175,20 @@ def fit_softmax_regression(x, labels, reg, n_classes=None):
     n, d = x.shape
     labels = _as_labels(labels, n, "training")
     reg = _check_reg(reg)
-    present = numpy.unique(labels)
+    if labels.ndim == 2:  # label rows: the columns are the labels
+        present = numpy.flatnonzero(labels.any(axis=0))
+        top, c = labels.shape[1] - 1, labels.shape[1]
+        if n_classes is not None and int(n_classes) != c:
+            raise InputError(f"n_classes is {n_classes} but the label rows have {c} columns")
+    else:
+        present = numpy.unique(labels)
+        top = int(labels.max())
+        c = top + 1 if n_classes is None else int(n_classes)
     if present.size < 2:
         raise InputError(f"the training split holds only class {int(present[0])}; "
                          f"a label posterior needs at least 2 classes")
-    c = int(labels.max()) + 1 if n_classes is None else int(n_classes)
-    if c <= labels.max():
-        raise InputError(f"n_classes is {c} but the training labels reach {int(labels.max())}")
+    if c <= top:
+        raise InputError(f"n_classes is {c} but the training labels reach {top}")
     mean, std = x.mean(axis=0), x.std(axis=0)
     std = numpy.where(std > 1e-12, std, 1.0)   # a constant feature is only shifted to 0
     xs = (x - mean) / std                       # (n, d) standardised, float64
@@ -209,7 +237,7 @@ def fit_posterior(img, txt, labels, reg):
     if img.shape[0] != txt.shape[0]:
         raise InputError(f"paired data expected: {img.shape[0]} images but {txt.shape[0]} texts")
     labels = _as_labels(labels, img.shape[0], "training")
-    c = int(labels.max()) + 1
+    c = labels.shape[1] if labels.ndim == 2 else int(labels.max()) + 1
     return LabelPosterior(fit_softmax_regression(img, labels, reg, c),
                           fit_softmax_regression(txt, labels, reg, c), _check_reg(reg))
 

@@ -56,10 +56,18 @@ def host_pair(pair, name):
     return img, txt
 
 
+def first_labels(labels):
+    """The class of each item (N,), or for 0/1 label rows (N, c) each row's first label
+    (its lowest label column): how multi-label items are grouped for queries and colours."""
+    labels = numpy.asarray(to_host(labels))
+    return labels.argmax(axis=1) if labels.ndim == 2 else labels
+
+
 def pick_queries(labels, n=4):
     """n query indices from n different classes spread over the label range: for each
-    chosen class, its first item. labels (N,), any backend. Deterministic."""
-    labels = numpy.asarray(to_host(labels))
+    chosen class, its first item. labels (N,), any backend; for label rows (N, c) the
+    classes are the rows' first labels (``first_labels``). Deterministic."""
+    labels = first_labels(labels)
     classes = numpy.unique(labels)
     chosen = classes[numpy.unique(numpy.linspace(0, len(classes) - 1, min(n, len(classes))).round().astype(int))]
     return [int(numpy.flatnonzero(labels == c)[0]) for c in chosen]
@@ -73,10 +81,13 @@ def retrieval_examples(img_emb, txt_emb, labels, queries, k=10, class_names=None
     (ranking all images), ranked by ``metrics.rank_gallery``: cosine similarity, equal
     similarities in gallery order, exactly the ranking the metrics score. Each result
     is printed as its class followed by ✓ (same class as the query: relevant) or ✗.
-    Returns text.
+    For multi-label data (labels as 0/1 rows (n, c)) each item shows its labels joined
+    by "+" (e.g. 2+7), and ✓ means it shares a label with the query. Returns text.
     """
     img, txt = host_pair((img_emb, txt_emb), "embeddings")
     labels = numpy.asarray(to_host(labels))
+    if labels.ndim == 2:
+        return _multilabel_examples(img, txt, labels, queries, k, class_names, title)
     n = len(labels)
     if not len(img) == len(txt) == n:
         raise InputError(f"{len(img)} image and {len(txt)} text embeddings for {n} labels")
@@ -112,6 +123,47 @@ def retrieval_examples(img_emb, txt_emb, labels, queries, k=10, class_names=None
             marks = " ".join(f"{c:>{cw}}{RELEVANT if r else NOT_RELEVANT}"
                              for c, r in zip(labels[ranked].tolist(), rel))
             lines.append(f"  {q_word} {q:>{width}}  {name(labels[q])}  "
+                         f"{int(rel.sum()):>{len(str(k))}}/{k} relevant:  {marks}")
+    return "\n".join(lines) + "\n"
+
+
+def _multilabel_examples(img, txt, labels, queries, k, class_names, title):
+    """retrieval_examples for 0/1 label rows (n, c): label sets, relevant = shares a label."""
+    n, c = labels.shape
+    if not len(img) == len(txt) == n:
+        raise InputError(f"{len(img)} image and {len(txt)} text embeddings for {n} label rows")
+    queries = [int(q) for q in queries]
+    bad = [q for q in queries if not 0 <= q < n]
+    if bad:
+        raise InputError(f"query indices {bad} are outside 0..{n - 1}")
+    if isinstance(k, bool) or int(k) != k or k < 1:
+        raise InputError(f"k must be a positive integer, got {k!r}")
+    k = min(int(k), n)
+    if class_names is not None and len(class_names) < c:
+        raise InputError(f"{len(class_names)} class names for {c} label columns")
+    has = labels != 0
+
+    def labels_of(i, names=False):
+        cols = numpy.flatnonzero(has[i]).tolist()
+        if names and class_names is not None:
+            return "+".join(f"{j} {class_names[j]}" for j in cols)
+        return "+".join(map(str, cols))
+
+    width = len(str(n - 1))
+    lines = [title] if title else []
+    lines += [f"Top {k} results of each query by cosine similarity, best first: the labels of each "
+              f"result, {RELEVANT} = shares a label with the query (relevant), {NOT_RELEVANT} = shares none."]
+    if class_names is not None:
+        lines.append("labels: " + ", ".join(f"{i} {name}" for i, name in enumerate(class_names)))
+    for key, direction in DIRECTIONS:
+        q_emb, g_emb = (img, txt) if key == "img2txt" else (txt, img)
+        q_word = "image" if key == "img2txt" else "text "
+        lines += ["", direction]
+        top = rank_gallery(q_emb[queries], g_emb, top=k)              # (len(queries), k)
+        for q, ranked in zip(queries, top):
+            rel = (has[ranked] & has[q]).any(axis=1)
+            marks = " ".join(f"{labels_of(j)}{RELEVANT if r else NOT_RELEVANT}" for j, r in zip(ranked, rel))
+            lines.append(f"  {q_word} {q:>{width}}  labels {labels_of(q, names=True)}  "
                          f"{int(rel.sum()):>{len(str(k))}}/{k} relevant:  {marks}")
     return "\n".join(lines) + "\n"
 

@@ -30,6 +30,7 @@ from .config import ACMRConfig, TrainConfig
 from .errors import InputError
 from .files import TMP_PREFIX, write_json
 from .formats import load_dataset
+from .metrics import relevance_protocol
 from .model import ACMR
 from .plots import make_run_figures, require_matplotlib  # matplotlib itself loads lazily
 from .report import format_epoch, format_table
@@ -176,6 +177,7 @@ def _evaluate_only(args):
     done = False
     try:
         metrics = evaluate(model, data.test)
+        metrics["relevance"] = relevance_protocol(data.test.labels)  # "same class" or "shares a label"
         if lock:
             out = lock.folder
             write_json(os.path.join(out, METRICS), {**metrics, "checkpoint": os.path.abspath(args.checkpoint),
@@ -377,7 +379,7 @@ def _train(args):
 def _run(training, out, run, fresh):
     data = training.data
     print(f"data: {data.name}: train {len(data.train)}, val {len(data.val)}, test {len(data.test)} pairs, "
-          f"{data.n_classes} classes, image {data.d_img}-d, text {data.d_txt}-d; backend {training.train.backend}",
+          f"{f'{data.n_classes} labels (multi-label)' if data.multilabel else f'{data.n_classes} classes'}, image {data.d_img}-d, text {data.d_txt}-d; backend {training.train.backend}",
           flush=True)
     path = os.path.join(out, CHECKPOINT)
     saved = training.epoch  # the epoch whose checkpoint is complete on disk
@@ -416,7 +418,7 @@ def _run(training, out, run, fresh):
     except KeyboardInterrupt:
         raise Interrupted(f"after training, before the test metrics were written; the checkpoint of epoch "
                           f"{saved} is in {path}. Write them with: {resume}") from None
-    metrics.update(best_epoch=training.best_epoch, best_val_map=training.history.best_val_map,
+    metrics.update(relevance=relevance_protocol(data.test.labels), best_epoch=training.best_epoch, best_val_map=training.history.best_val_map,
                    seconds=training.seconds, epochs=training.epoch, max_epochs=training.epochs,
                    stopped_early=stopped_early, seed=training.train.seed, data=data.name)
     summary = (f"best epoch {training.best_epoch} (validation mAP {training.history.best_val_map:.4f}); "

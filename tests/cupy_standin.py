@@ -61,7 +61,7 @@ VERSION = "14.2.0"
 # Functions: name -> CuPy's parameter list.
 
 UFUNCS = ("add subtract multiply divide true_divide negative positive maximum minimum abs absolute sqrt "
-          "square exp log tanh isfinite isnan equal not_equal greater greater_equal less less_equal "
+          "square exp log log1p tanh isfinite isnan equal not_equal greater greater_equal less less_equal "
           "logical_and logical_or logical_not power remainder floor_divide bitwise_and bitwise_or "
           "bitwise_xor invert left_shift right_shift").split()
 
@@ -104,6 +104,7 @@ FUNCTIONS = {
     "transpose": "a, axes=None",
     "expand_dims": "a, axis",
     "squeeze": "a, axis=None",
+    "take_along_axis": "a, indices, axis",
     "get_array_module": "*args",
     "is_available": "",
     "fuse": "*args, **kwargs",

@@ -229,18 +229,21 @@ def test_string_and_sparse_integer_labels_in_files(tmp_path):
     assert_split(ds.test, 1, 9, [{1000: 2, 20: 0, 300: 1}[i] for i in ids[pairs(1, 9)[2]]])
 
 
-def test_one_hot_accepted_multi_hot_and_empty_rows_rejected(tmp_path):
+def test_one_hot_accepted_multi_hot_needs_label_rows_everywhere_empty_rows_rejected(tmp_path):
     lab = np.eye(3)[np.arange(30) % 3]
     ds = load_dataset(write_npz(tmp_path, label_train=lab))
-    assert ds.n_classes == 3
+    assert ds.n_classes == 3 and not ds.multilabel
     multi = lab.copy()
-    multi[4, :] = [1, 1, 0]
-    raises(r"label_train row 4 has 2 ones; multi-label", load_dataset, write_npz(tmp_path, label_train=multi))
+    multi[4, :] = [1, 1, 0]  # multi-label data (tests/test_multilabel.py), but test holds class ids
+    raises(r"label_test holds a vector of class labels but label_train holds multi-hot label rows",
+           load_dataset, write_npz(tmp_path, label_train=multi))
     multi[4, :] = 0
-    raises(r"label_train row 4 has 0 ones", load_dataset, write_npz(tmp_path, label_train=multi))
+    raises(r"label_train row 4 has no 1 \(1 rows of zeros\); every pair needs at least one label",
+           load_dataset, write_npz(tmp_path, label_train=multi))
     soft = lab.copy()
     soft[2] = [0.5, 0.5, 0]
-    raises(r"not one-hot: value 0.5 at row 2", load_dataset, write_npz(tmp_path, label_train=soft))
+    raises(r"label_train has shape \(30, 3\) but holds value 0.5 at row 2, column 0; expected 0/1 label rows",
+           load_dataset, write_npz(tmp_path, label_train=soft))
 
 
 def test_object_labels_in_an_npz_are_refused_for_what_they_are(tmp_path):

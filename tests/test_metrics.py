@@ -215,7 +215,7 @@ def test_evaluate_retrieval_keys_and_symmetry(data):
 @pytest.mark.parametrize("args, kwargs, match", [
     ((np.ones((3, 2)), np.zeros(4, int), np.ones((5, 2)), np.zeros(5, int)), {}, "3 rows"),
     ((np.ones((3, 2)), np.zeros(3, int), np.ones((5, 3)), np.zeros(5, int)), {}, "width"),
-    ((np.ones((3, 2)), np.zeros((3, 2), int), np.ones((5, 2)), np.zeros(5, int)), {}, "1-D"),
+    ((np.ones((3, 2)), np.zeros((3, 2, 2), int), np.ones((5, 2)), np.zeros(5, int)), {}, "1-D"),
     ((np.ones((3, 2)), np.zeros(3), np.ones((5, 2)), np.zeros(5, int)), {}, "integer"),
     ((np.full((3, 2), np.nan), np.zeros(3, int), np.ones((5, 2)), np.zeros(5, int)), {}, "NaN"),
     ((np.ones((3, 2)), np.zeros(3, int), np.ones((5, 2)), np.zeros(5, int)),
