@@ -1,0 +1,304 @@
+"""The CuPy path of training and evaluation, run on the strict CuPy stand-in
+(tests/cupy_standin.py) in float32 as trained, on every CI run: what the gpu-marked
+tests (float64, a GPU) do not cover.
+
+The stand-in computes with NumPy, so the device results must equal the NumPy backend's
+bit for bit; with its reversed summation order (as a GPU's reductions may add) they must
+agree to rounding. It also counts kernel launches, synchronisations and transfers: a
+training step must not wait for the device or copy anything, an epoch and a validation
+only at their ends (docs/PERFORMANCE.md quotes the numbers that
+benchmarks/count_launches.py prints; they are asserted here).
+"""
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from acmr_np import ablations, baselines, fast, metrics, optim, plots, training
+from acmr_np.config import ACMRConfig, TrainConfig
+from acmr_np.errors import InputError
+from acmr_np.fast import FastTrainer
+from acmr_np.model import ACMR
+from acmr_np.synthetic import make_synthetic
+from acmr_np.train import main
+from acmr_np.trainer import Trainer
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
+
+
+@pytest.fixture
+def cp(cupy_standin):
+    return cupy_standin
+
+
+def _same(dev, host, what=""):
+    """A device array equal to a host array (or scalar) bit for bit, dtype and shape included."""
+    assert type(dev).__module__ == "cupy", (what, type(dev))
+    got, want = dev.get(), np.asarray(host)
+    assert got.dtype == want.dtype and got.shape == want.shape, (what, got.dtype, want.dtype, got.shape, want.shape)
+    assert np.array_equal(got, want, equal_nan=True), (what, np.abs(got - want).max())
+
+
+def _counts(c):
+    return c.syncs, c.transfers, c.launches
+
+
+# ----------------------------------------------------------------------------- optimisers
+
+SHAPES = {"big": (3, fast.BLOCK + 17), "small": (5,), "odd": (fast.BLOCK // 2 + 3, 3),
+          "strided_grad": (2, fast.BLOCK + 3)}
+DECAY = {"big": 2e-3, "small": 0.5, "strided_grad": 0.1}
+
+
+def _grads(rng, dtype):
+    grads = {k: rng.normal(size=s).astype(dtype) for k, s in SHAPES.items()}
+    grads["strided_grad"] = np.asfortranarray(grads["strided_grad"])  # not C-contiguous
+    grads["view"] = rng.normal(size=(7, 4)).astype(dtype)
+    return grads
+
+
+def _params(rng, dtype, xp_asarray):
+    """Parameters of SHAPES, plus "view": every other column of a (7, 8) array (strided)."""
+    host = {k: rng.normal(size=s).astype(dtype) for k, s in SHAPES.items()}
+    base = rng.normal(size=(7, 8)).astype(dtype)
+    dev = {k: xp_asarray(v) for k, v in host.items()}
+    dev_base = xp_asarray(base)
+    host["view"], dev["view"] = base[:, ::2], dev_base[:, ::2]
+    return host, dev, base, dev_base
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_adam_is_the_blocked_adam_bit_for_bit_in_one_kernel_per_parameter(cp, dtype):
+    """The blocked NumPy Adam (tests/test_fast.py: the textbook numbers) against the fused
+    one on the device, with weight decay on some parameters, a strided gradient and a
+    strided parameter. Launches per step, by hand: one kernel per parameter (5), one dot
+    product per decayed parameter (3), one kernel adding the penalty up (1)."""
+    rng = np.random.default_rng(1)
+    host, dev, base, dev_base = _params(rng, dtype, cp.asarray)
+    h_opt = fast.Adam(host, lr=3e-3, weight_decay=DECAY)
+    d_opt = fast.Adam(dev, lr=3e-3, weight_decay=DECAY)
+    assert all(buffers == [] for buffers in d_opt.scratch.values())  # the kernel needs no scratch
+    for _ in range(3):
+        grads = _grads(rng, dtype)
+        d_grads = {k: cp.asarray(g) for k, g in grads.items()}
+        h_penalty = h_opt.step(grads)
+        with cp.counting() as c:
+            d_penalty = d_opt.step(d_grads)
+        assert _counts(c) == (0, 0, 5 + 3 + 1), c
+        # the logged penalty is summed per parameter here, per block on the CPU: the same
+        # value to rounding ("big" spans blocks)
+        assert d_penalty.dtype == dtype and d_penalty.shape == ()
+        np.testing.assert_allclose(d_penalty.get(), h_penalty, rtol=1e-6 if dtype == np.float32 else 1e-14)
+        for k in host:
+            _same(dev[k], host[k], k)
+            _same(d_opt.state["m"][k], h_opt.state["m"][k], f"m {k}")
+            _same(d_opt.state["v"][k], h_opt.state["v"][k], f"v {k}")
+        _same(d_grads["big"], grads["big"])  # the gradients are left as they are
+    _same(dev_base, base, "the strided parameter was updated in place")
+    plain = fast.Adam({"x": dev["small"]})
+    with cp.counting() as c:   # without decay: the kernel, and a zero penalty
+        penalty = plain.step({"x": d_grads["small"]})
+    assert c.launches == 1 + 1 and float(penalty) == 0
+
+
+def test_fused_sgd_is_the_blocked_sgd_bit_for_bit_in_one_kernel_per_parameter(cp):
+    rng = np.random.default_rng(4)
+    host, dev, base, dev_base = _params(rng, np.float32, cp.asarray)
+    h_opt, d_opt = fast.SGD(host, lr=0.1, momentum=0.9), fast.SGD(dev, lr=0.1, momentum=0.9)
+    for _ in range(3):
+        grads = _grads(rng, np.float32)
+        d_grads = {k: cp.asarray(g) for k, g in grads.items()}
+        h_opt.step(grads)
+        with cp.counting() as c:
+            d_opt.step(d_grads)
+        assert _counts(c) == (0, 0, len(host)), c
+    for k in host:
+        _same(dev[k], host[k], k)
+        _same(d_opt.state["velocity"][k], h_opt.state["velocity"][k], k)
+    _same(dev_base, base)
+
+
+@pytest.mark.parametrize("make", [lambda p: fast.Adam(p, lr=1e-2, weight_decay={"a": 0.1}),
+                                  lambda p: fast.SGD(p, lr=0.1, momentum=0.9),
+                                  lambda p: optim.Adam(p, lr=1e-2)],
+                         ids=["fast.Adam", "fast.SGD", "optim.Adam"])
+def test_optimiser_state_round_trip_on_the_device(cp, make):
+    """state_dict copies each state array to the host once (one sync each) and nothing
+    else; load_state_dict copies each back (one transfer each) and waits for nothing; the
+    reloaded optimiser then continues exactly as the original."""
+    rng = np.random.default_rng(2)
+    params = {"a": cp.asarray(rng.normal(size=(6, 5)).astype(np.float32)),
+              "b": cp.asarray(rng.normal(size=(5,)).astype(np.float32))}
+    grads = [{k: cp.asarray(rng.normal(size=p.shape).astype(np.float32)) for k, p in params.items()}
+             for _ in range(4)]
+    opt = make(params)
+    for g in grads[:2]:
+        opt.step(g)
+    n_arrays = len(opt.slots) * len(params)
+    with cp.counting() as c:
+        state = opt.state_dict()
+    assert (c.syncs, c.transfers) == (n_arrays, n_arrays), c
+    assert state["t"] == 2 and all(type(v) is np.ndarray and v.dtype == np.float32
+                                   for k, v in state.items() if k != "t")
+    copy = {k: p.copy() for k, p in params.items()}
+    again = make(copy)
+    with cp.counting() as c:
+        again.load_state_dict(state)
+    assert (c.syncs, c.transfers) == (0, n_arrays), c
+    for g in grads[2:]:
+        opt.step(g)
+        again.step(g)
+    for k in params:
+        _same(copy[k], params[k].get(), k)
+
+
+@pytest.mark.gpu
+def test_fused_optimisers_on_a_real_gpu():
+    """The fused kernels on real CuPy (the stand-in runs this too, with the gpu-marked tests):
+    they compile and give NumPy's numbers to rounding (a GPU compiler may contract a * b + c
+    into one rounding, so not bit for bit there)."""
+    import cupy
+    rng = np.random.default_rng(6)
+    shapes = {"W": (300, 70), "b": (70,), "strided_grad": (40, 30)}
+    host = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+    for make in (lambda p: fast.Adam(p, lr=1e-2, weight_decay={"W": 0.1}),
+                 lambda p: fast.SGD(p, lr=0.05, momentum=0.9)):
+        h = {k: v.copy() for k, v in host.items()}
+        d = {k: cupy.asarray(v) for k, v in host.items()}
+        h_opt, d_opt = make(h), make(d)
+        for _ in range(3):
+            grads = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+            grads["strided_grad"] = np.asfortranarray(grads["strided_grad"])
+            h_opt.step(grads)
+            d_opt.step({k: cupy.asarray(g) for k, g in grads.items()})
+        for k in host:
+            assert d[k].dtype == np.float32
+            np.testing.assert_allclose(cupy.asnumpy(d[k]), h[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+# ----------------------------------------------------------------------------- training steps
+
+D_IMG, D_TXT, C, B = 30, 20, 4, 64
+
+
+def _models(cp, config, seed=0):
+    """The same model on both backends (same initial draws, same input statistics)."""
+    fit = np.random.default_rng(99)
+    stats = fit.normal(size=(200, D_IMG)) * 3 + 1, fit.normal(size=(200, D_TXT)) * 2
+    out = []
+    for xp in (np, cp):
+        m = ACMR(D_IMG, D_TXT, C, config, rng=np.random.default_rng(seed), xp=xp)
+        m.img_projector.standardize.fit(stats[0])
+        m.txt_projector.standardize.fit(stats[1])
+        out.append(m)
+    return out
+
+
+def _batch(rng):
+    return (rng.normal(size=(B, D_IMG)).astype(np.float32) * 3 + 1,
+            rng.normal(size=(B, D_TXT)).astype(np.float32) * 2,
+            rng.integers(0, C, size=B), rng.random((2, B, B), dtype=np.float32))
+
+
+def _device_floats(model, trainer):
+    """dtype of every float device array a step leaves behind: parameters, gradients, the
+    layers' caches, the optimisers' state."""
+    found = {}
+    for part in model.PARTS + ("img_normalize", "txt_normalize"):
+        obj = getattr(model, part)
+        for i, layer in enumerate(getattr(obj, "layers", [obj])):
+            for name, value in vars(layer).items():
+                for k, a in (value.items() if isinstance(value, dict) else [(None, value)]):
+                    if type(a).__module__ == "cupy":
+                        found[f"{part}.{i}.{name}.{k}"] = a.dtype
+    for name in ("opt_emb", "opt_adv"):
+        for slot, arrays in getattr(trainer, name).state.items():
+            found.update({f"{name}.{slot}.{k}": a.dtype for k, a in arrays.items()})
+    return found
+
+
+@pytest.mark.parametrize("overrides", [
+    {},                                                  # the defaults: random sampling, hinge, cosine
+    dict(triplet="pull_push", distance="euclidean"),
+    dict(sampling="hardest", triplet="pull_push", push_weight=0.7),
+])
+@pytest.mark.parametrize("trainer_class", [FastTrainer, Trainer])
+def test_float32_steps_on_the_device_are_numpys_bit_for_bit_without_a_sync(cp, overrides, trainer_class):
+    config = ACMRConfig(k=2, **overrides)          # k = 2: the modality classifier steps too
+    host, dev = _models(cp, config)
+    host_trainer, dev_trainer = trainer_class(host), trainer_class(dev)
+    rng = np.random.default_rng(3)
+    for step in range(3):
+        img, txt, labels, noise = _batch(rng)
+        args = [cp.asarray(a) for a in (img, txt, labels, noise)]
+        h_terms, h_lam = host_trainer.train_step(img, txt, labels, noise, progress=step / 10)
+        with cp.counting() as c:
+            d_terms, d_lam = dev_trainer.train_step(*args, progress=step / 10)
+        assert (c.syncs, c.transfers) == (0, 0), c   # nothing waits, nothing is copied
+        assert d_lam == h_lam and set(d_terms) == set(h_terms)
+        for k in h_terms:
+            _same(d_terms[k], h_terms[k], k)
+        for k, p in host.named("params").items():
+            _same(dev.named("params")[k], p, k)
+    assert float(h_terms["L_imi"]) > 0 and 0 <= float(h_terms["adv_acc"]) <= 1
+    floats = _device_floats(dev, dev_trainer)
+    assert len(floats) > 40 and set(floats.values()) == {np.dtype(np.float32)}, floats
+
+
+def test_fast_and_textbook_steps_agree_on_the_device(cp):
+    """FastTrainer (fused Adam, L_reg as weight decay) and the textbook Trainer give the
+    same parameters on the device too, bit for bit (as tests/test_model.py checks on NumPy)."""
+    config = ACMRConfig(k=2, l2=0.01)
+    _, a = _models(cp, config)
+    _, b = _models(cp, config)
+    ta, tb = FastTrainer(a), Trainer(b)
+    rng = np.random.default_rng(4)
+    for step in range(3):
+        args = [cp.asarray(x) for x in _batch(rng)]
+        ta.train_step(*args, progress=step / 3)
+        tb.train_step(*args, progress=step / 3)
+    for k, p in b.named("params").items():
+        _same(a.named("params")[k], p.get(), k)
+
+
+def test_a_step_with_the_gpus_summation_order_agrees_to_rounding(cp):
+    """Sums and products added in reversed order (as a GPU may add them) move the last bits
+    only: three steps agree with NumPy to float32 rounding, including entries whose exact
+    value is 0 (hence the absolute tolerance)."""
+    host, dev = _models(cp, ACMRConfig(k=2))
+    ht, dt = FastTrainer(host), FastTrainer(dev)
+    rng = np.random.default_rng(5)
+    moved = False
+    with cp.reversed_order():
+        for step in range(3):
+            img, txt, labels, noise = _batch(rng)
+            ht.train_step(img, txt, labels, noise, progress=step / 3)
+            terms, _ = dt.train_step(*[cp.asarray(a) for a in (img, txt, labels, noise)], progress=step / 3)
+    for k, p in host.named("params").items():
+        got = dev.named("params")[k].get()
+        moved |= not np.array_equal(got, p)
+        np.testing.assert_allclose(got, p, rtol=1e-4, atol=1e-6, err_msg=k)
+    assert moved  # the order did change the rounding
+
+
+def _loss_and_grads_launches(cp, model, batch):
+    with cp.counting() as c:
+        model.loss_and_grads(*batch, 0.01, l_reg=False)
+    return c.launches
+
+
+def _load_benchmark(name):
+    path = os.path.join(ROOT, "benchmarks", f"{name}.py")
+    if not os.path.isfile(path):
+        pytest.skip(f"needs benchmarks/{name}.py of the source checkout")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
