@@ -94,6 +94,9 @@ class Training:
         # the training pairs, moved to the device once for the whole run
         self.train_arrays = Batch(to_device(data.train.img, xp), to_device(data.train.txt, xp),
                                   to_device(data.train.labels, xp), None)
+        # and the validation pairs, so that each epoch's validation copies nothing to the device
+        self.val_arrays = Batch(to_device(data.val.img, xp), to_device(data.val.txt, xp),
+                                to_device(data.val.labels, xp), None)
         self.epoch, self.history, self.seconds = 0, History(), 0.0
         self.best_state = None  # the best epoch's model.state_dict() (host arrays)
 
@@ -145,7 +148,7 @@ class Training:
 
     def validation_map(self):
         """Mean of the two directions' mAP@all on the validation split."""
-        val = self.data.val
+        val = self.val_arrays
         return paired_map(*self.model.embed(val.img, val.txt), val.labels)
 
     def stop_reason(self):

@@ -302,3 +302,98 @@ def _load_benchmark(name):
     return module
 
 
+# ----------------------------------------------------------------------------- evaluation
+
+def _embeddings(n=300, dim=16, n_classes=6, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, n_classes, n)
+    centers = rng.normal(size=(n_classes, dim))
+    img, txt = ((centers[labels] + rng.normal(scale=2.0, size=(n, dim))).astype(np.float32) for _ in range(2))
+    img[:3] = img[3]   # exact ties
+    return img, txt, labels
+
+
+def _reference_aps(q, ql, g, gl, k=None):
+    """AP as the metrics computed it before this work, independently: the full similarity
+    matrix, a stable argsort, and the precisions accumulated in float64."""
+    def unit(x):
+        return x / np.maximum(np.sqrt((x * x).sum(axis=1, keepdims=True)), 1e-12)
+    order = np.argsort(-(unit(q) @ unit(g).T), axis=1, kind="stable")[:, :k or g.shape[0]]
+    rel = gl[order] == ql[:, None]
+    hits = np.cumsum(rel, axis=1, dtype=np.float64)
+    summed = np.where(rel, hits / np.arange(1.0, rel.shape[1] + 1), 0.0).sum(axis=1)
+    return summed / np.maximum(hits[:, -1], 1.0)
+
+
+def test_evaluation_on_the_device_equals_the_float64_reference_in_one_copy(cp):
+    """Exact counts (int32) give the float64 quotients of before: the same numbers on both
+    backends, for every chunk size; on the device each call copies to the host once."""
+    img, txt, labels = _embeddings()
+    di, dt, dl = cp.asarray(img), cp.asarray(txt), cp.asarray(labels)
+    for k in (None, 10):
+        want = _reference_aps(img, labels, txt, labels, k)
+        assert np.array_equal(metrics.average_precisions(img, labels, txt, labels, k=k), want)
+        for chunk_size in (None, 7, 300):
+            with cp.counting() as c:
+                got = metrics.average_precisions(di, dl, dt, dl, k=k, chunk_size=chunk_size)
+            assert type(got) is np.ndarray and np.array_equal(got, want), (k, chunk_size)
+            assert (c.syncs, c.transfers) == (1, 1), c
+    ranks = np.arange(1, 301)
+    rel = labels[np.argsort(-(metrics._l2_normalise(img, np) @ metrics._l2_normalise(txt, np).T),
+                            axis=1, kind="stable")] == labels[:, None]
+    hits = np.cumsum(rel, axis=1, dtype=np.float64)
+    with cp.counting() as c:
+        got = metrics.precision_at_k(di, dl, dt, dl, ks=[1, 5, 300])
+    assert (c.syncs, c.transfers) == (1, 2), c   # ks in, the result (and flags) out
+    assert np.array_equal(got, np.array([(hits[:, k - 1] / k).sum() for k in (1, 5, 300)]) / 300)
+    with cp.counting() as c:
+        precision, recall = metrics.precision_recall_curve(di, dl, dt, dl, chunk_size=64)
+    assert (c.syncs, c.transfers) == (1, 1)
+    want_p = np.zeros(300)
+    want_r = np.zeros(300)
+    for start in range(0, 300, 64):  # the same per-chunk float64 sums
+        h = hits[start:start + 64]
+        want_p += (h / ranks).sum(axis=0)
+        want_r += (h / np.maximum(h[:, -1:], 1.0)).sum(axis=0)
+    assert np.array_equal(precision, want_p / 300) and np.array_equal(recall, want_r / 300)
+    with cp.counting() as c:   # both directions and both cutoffs: still one copy
+        res = metrics.evaluate_retrieval(di, dt, labels, k=10)
+    assert (c.syncs, c.transfers) == (1, 2) and res == metrics.evaluate_retrieval(img, txt, labels, k=10)
+    assert res["map_img2txt"] == float(_reference_aps(img, labels, txt, labels).mean())
+    with cp.counting() as c:
+        assert metrics.paired_map(di, dt, dl) == metrics.paired_map(img, txt, labels)
+    assert (c.syncs, c.transfers) == (1, 1)
+
+
+def test_the_device_checks_finiteness_with_the_results(cp):
+    img, txt, labels = _embeddings(n=40)
+    for name, bad in (("query", 0), ("gallery", 1)):
+        arrays = [img.copy(), txt.copy()]
+        arrays[bad][5, 2] = np.nan if bad else np.inf
+        with pytest.raises(InputError, match=f"^{name} embeddings contain NaN or inf$"):
+            metrics.average_precisions(arrays[0], labels, arrays[1], labels)       # NumPy: up front
+        with np.errstate(invalid="ignore"), cp.counting() as c:
+            with pytest.raises(InputError, match=f"^{name} embeddings contain NaN or inf$"):
+                metrics.average_precisions(cp.asarray(arrays[0]), labels, cp.asarray(arrays[1]), labels)
+        assert c.syncs == 1  # the flags came back with the results
+        for a, b in ((0, 1), (1, 0)):   # both directions at once: the check NumPy fails first is named
+            with pytest.raises(InputError) as on_host:
+                metrics.evaluate_retrieval(arrays[a], arrays[b], labels)
+            with np.errstate(invalid="ignore"), pytest.raises(InputError) as on_device:
+                metrics.evaluate_retrieval(cp.asarray(arrays[a]), cp.asarray(arrays[b]), labels)
+            assert str(on_device.value) == str(on_host.value) == \
+                f"{'query' if (a == 0) == (bad == 0) else 'gallery'} embeddings contain NaN or inf"
+
+
+def test_the_chunk_size_is_chosen_per_backend(cp):
+    assert metrics.default_chunk_size(np, 20000) == 256 == metrics.default_chunk_size(np, 10)
+    assert metrics.default_chunk_size(cp, 20000) == (1 << 25) // 20000 == 1677
+    assert metrics.default_chunk_size(cp, 10 ** 6) == 256          # never below NumPy's
+    img, txt, labels = _embeddings(n=700)
+    di, dt = cp.asarray(img), cp.asarray(txt)
+    launches = {}
+    for chunk_size in (None, 256, 700):
+        with cp.counting() as c:
+            metrics.average_precisions(di, labels, dt, labels, chunk_size=chunk_size)
+        launches[chunk_size] = c.launches
+    assert launches[None] == launches[700] < launches[256]  # 700 queries: one chunk on the device
