@@ -302,6 +302,47 @@ def _load_benchmark(name):
     return module
 
 
+def test_launches_syncs_and_transfers_of_the_default_training_loop(cp):
+    """benchmarks/count_launches.py on ACMRConfig defaults, batch 64 (the numbers
+    docs/PERFORMANCE.md quotes), against counts made by hand:
+
+    - a step of FastTrainer: loss_and_grads' launches (counted on their own here), plus one
+      fused kernel per embedding-player parameter (10), one dot product per weight L_reg
+      decays (4) and one kernel adding L_reg up (1); on the modality classifier's steps
+      (every k-th, the first of a cycle) one kernel per its parameter (4) and a zero
+      penalty (1). At most 220 launches; no sync, no transfer;
+    - an epoch without its validation: the order of the pairs and one block of triplet
+      noise copied in (2), the epoch's loss log copied out (1 sync), and on an epoch that
+      sets a new best the model's 18 state arrays copied out (4 + 4 projector W/b, 2 label
+      classifier, 4 modality classifier, 4 standardisation statistics);
+    - a validation: one copy (1 sync, 1 transfer) of both directions' APs and the inputs'
+      finiteness flags; the validation pairs stay on the device."""
+    r = _load_benchmark("count_launches").measure(cp)
+    model = ACMR(128, 24, 10, ACMRConfig(), rng=np.random.default_rng(0), xp=cp)
+    rng = np.random.default_rng(0)
+    batch = [cp.asarray(a) for a in (rng.normal(size=(64, 128)).astype(np.float32),
+                                     rng.normal(size=(64, 24)).astype(np.float32),
+                                     rng.integers(0, 10, 64), rng.random((2, 64, 64), dtype=np.float32))]
+    forward_backward = _loss_and_grads_launches(cp, model, batch)
+    plain = forward_backward + 10 + 4 + 1
+    assert r["fast_step"]["launches"] == [plain + 4 + 1] + [plain] * 4, r["fast_step"]
+    assert max(r["fast_step"]["launches"]) <= 220
+    assert (r["fast_step"]["syncs"], r["fast_step"]["transfers"]) == (0, 0)
+    assert (r["textbook_step"]["syncs"], r["textbook_step"]["transfers"]) == (0, 0)
+    assert min(r["textbook_step"]["launches"]) > 340  # the unfused optimiser, for comparison
+    assert r["state_arrays"] == 18
+    for epoch in ("epoch1", "epoch2"):
+        e = r[epoch]
+        assert e["steps"] == 29 and (e["syncs_in_steps"], e["transfers_in_steps"]) == (0, 0)
+        syncs = 1 + 18 * e["new_best"]
+        rest = e["epoch_minus_validation"]
+        assert (rest["syncs"], rest["transfers"]) == (syncs, 2 + syncs), rest
+        assert rest["by_kind"].get("transfer asarray") == 2
+        val = e["validation"]
+        assert (val["syncs"], val["transfers"]) == (1, 1), val
+    assert r["epoch1"]["new_best"]  # the first epoch is always the best so far
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 def _embeddings(n=300, dim=16, n_classes=6, seed=0):
@@ -397,3 +438,132 @@ def test_the_chunk_size_is_chosen_per_backend(cp):
             metrics.average_precisions(di, labels, dt, labels, chunk_size=chunk_size)
         launches[chunk_size] = c.launches
     assert launches[None] == launches[700] < launches[256]  # 700 queries: one chunk on the device
+
+
+# ----------------------------------------------------------------------------- the command lines
+
+SMALL = ["--img-hidden", "32", "--txt-hidden", "16", "--dim", "16", "--seed", "3", "--lr", "0.005"]
+IGNORED = {"seconds", "checkpoint"}
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    """A small synthetic data set as an .npz (the command lines' --data): seconds, not tens."""
+    d = make_synthetic(seed=0, n_train=400, n_test=200, d_img=32, d_txt=12)
+    path = tmp_path_factory.mktemp("data") / "small.npz"
+    np.savez(path, **{f"{f}_{s}": getattr(getattr(d, s), a) for s in ("train", "val", "test")
+                      for f, a in (("img", "img"), ("txt", "txt"), ("label", "labels"))})
+    return str(path)
+
+
+def _metrics(folder):
+    with open(os.path.join(folder, "metrics.json")) as f:
+        return {k: v for k, v in json.load(f).items() if k not in IGNORED}
+
+
+def test_train_eval_only_resume_and_plots_on_cupy(cp, small_data, tmp_path, monkeypatch, capsys):
+    """python -m acmr_np.train --backend cupy, in this process with the stand-in as cupy:
+    the same numbers as --backend numpy (the stand-in computes with NumPy), --eval-only on
+    the device, --plots from device embeddings, and --resume, which continues on the run's
+    own backend unless --backend says otherwise, and says which."""
+    saved = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: saved.append(path) or path)  # no PNG rendering
+    small = SMALL + ["--data", small_data]
+    with cp.counting() as c:
+        assert main(["--epochs", "3", "--backend", "cupy", "--plots", "--out", str(tmp_path / "gpu")] + small) == 0
+    assert "backend cupy" in capsys.readouterr().out and c.launches > 1000
+    assert sorted(os.path.basename(p) for p in saved) == ["common_space.png", "retrieval_curves.png",
+                                                          "training_curves.png"]
+    assert (tmp_path / "gpu" / "examples.txt").exists()
+    assert main(["--epochs", "3", "--out", str(tmp_path / "cpu")] + small) == 0
+    full = _metrics(tmp_path / "gpu")
+    assert full == _metrics(tmp_path / "cpu") and full["map_avg"] > 0.15
+
+    with cp.counting() as c:
+        assert main(["--eval-only", "--checkpoint", str(tmp_path / "gpu"), "--backend", "cupy",
+                     "--out", str(tmp_path / "eval")]) == 0
+    evaluated = _metrics(tmp_path / "eval")
+    assert all(evaluated[k] == full[k] for k in ("map_img2txt", "map_txt2img", "map50_avg"))
+    assert c.launches > 0 and c.by_kind["sync get"] == 1  # the evaluation itself: one copy
+
+    real_epoch = training.Training.train_epoch
+    for backend, expected in ((None, "cupy"), ("numpy", "numpy")):
+        cut = tmp_path / f"cut-{expected}"
+        calls = {"n": 0}
+
+        def interrupted(self):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
+            return real_epoch(self)
+
+        monkeypatch.setattr(training.Training, "train_epoch", interrupted)
+        assert main(["--epochs", "3", "--backend", "cupy", "--out", str(cut)] + small) == 130
+        monkeypatch.setattr(training.Training, "train_epoch", real_epoch)
+        capsys.readouterr()
+        with cp.counting() as c:
+            assert main(["--resume", str(cut)] + (["--backend", backend] if backend else [])) == 0
+        out = capsys.readouterr().out
+        assert f"resuming {cut} after epoch 2 on backend {expected}" in out
+        assert f"backend {expected}" in out.splitlines()[1]
+        assert (c.launches > 1000) == (expected == "cupy"), c  # where the work was done
+        assert _metrics(cut) == full   # the optimiser state crossed the checkpoint intact
+
+
+def test_ablations_on_cupy_equal_numpy(cp, small_data, capsys):
+    args = ["--data", small_data, "--epochs", "2", "--seeds", "0", "1", "--variants", "full ACMR", "without L_imi"]
+    with cp.counting() as c:
+        assert ablations.main(args + ["--backend", "cupy"]) == 0
+    on_device = capsys.readouterr().out
+    assert c.launches > 1000
+    assert ablations.main(args) == 0
+    assert capsys.readouterr().out == on_device and "without L_imi" in on_device
+
+
+def test_baselines_run_on_the_host_even_where_cupy_is_importable(cp, small_data, capsys):
+    """CCA and the label posterior have no device path: python -m acmr_np.baselines takes no
+    --backend, and with CuPy importable it still touches no device."""
+    with cp.counting() as c:
+        assert baselines.main(["--data", small_data, "--dim", "8"]) == 0
+    assert "CCA" in capsys.readouterr().out and c.as_dict() == {"syncs": 0, "transfers": 0, "launches": 0}
+
+
+def test_both_benchmarks_run_on_cupy(cupy_standin_run):
+    """Both benchmark scripts with --backend cupy, reduced, each of their worker processes
+    on the stand-in (they would fail on a real GPU the same way if they failed here)."""
+    for name in ("bench_train", "bench_eval"):
+        if not os.path.isfile(os.path.join(ROOT, "benchmarks", f"{name}.py")):
+            pytest.skip("needs benchmarks/ of the source checkout")
+    proc, counts = cupy_standin_run(["benchmarks/bench_train.py", "--backend", "cupy", "--quick", "--cases",
+                                     "shallow", "--matmul-n", "128", "--matmul-seconds", "0"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "gpu: cupy_standin" in proc.stdout and "shallow: done" in proc.stdout and "device pool" in proc.stdout
+    workers = [r for r in counts if "--worker" in r["argv"]]
+    assert len(workers) == 1 and workers[0]["launches"] > 10000
+    proc, counts = cupy_standin_run(["benchmarks/bench_eval.py", "--backend", "cupy", "--n", "300"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(agree to 1e-6)" in proc.stdout and "mAP values differ by 0.0e+00" in proc.stdout
+    assert f"acmr_np ranked {(1 << 25) // 300} queries per chunk" in proc.stdout  # the CuPy default
+    acmr = [r for r in counts if "acmr_np" in r["argv"]]
+    # per direction one copy of the APs (plus the timers' synchronisations, and one copy of
+    # the embeddings for their size)
+    assert len(acmr) == 1 and acmr[0]["by_kind"]["sync get"] == 2 + 1, acmr
+
+
+def test_the_gpu_check_script_is_ready(tmp_path):
+    """benchmarks/gpu_check.sh, the script to run when a GPU is lent, parses, and the
+    commands it runs exist with the flags it gives them."""
+    path = os.path.join(ROOT, "benchmarks", "gpu_check.sh")
+    if not os.path.isfile(path) or shutil.which("bash") is None:
+        pytest.skip("needs benchmarks/gpu_check.sh of the source checkout, and bash")
+    assert subprocess.run(["bash", "-n", path]).returncode == 0
+    text = open(path).read()
+    assert "pytest -m gpu" in text and "--backend cupy" in text
+    for script in ("bench_train.py", "bench_eval.py"):
+        lines = [line for line in text.splitlines() if script in line and not line.lstrip().startswith("#")]
+        assert lines, script
+        help_text = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), "--help"],
+                                   capture_output=True, text=True).stdout
+        for line in lines:
+            flags = [w.split("=")[0] for w in line.split() if w.startswith("--")]
+            assert flags and all(f in help_text for f in flags), (line, help_text)
