@@ -10,8 +10,11 @@ each choice are in docs/PERFORMANCE.md.
   on the CPU, with block-long scratch buffers. The plain update makes about a dozen passes
   over p, g, m and v; on a large model each pass streams them from main memory. Block by
   block, each block is read from memory once and the passes run in the core's cache.
+  On a GPU (CuPy) the same lines run as ONE fused kernel per parameter (``cupy.fuse``):
+  each pass would otherwise be a kernel launch of its own, and at batch 64 the launches,
+  not the arithmetic, are what a step costs there (docs/PERFORMANCE.md counts them).
   ``Adam`` can also add weight decay (c/2)||p||^2 to the objective, applying its gradient
-  c p in the same pass.
+  c p in the same pass (in the same kernel on a GPU).
 - ``FastTrainer``: trainer.Trainer with those optimisers, and L_reg (Eq. 7) applied as
   the embedding player's weight decay instead of inside ACMR.loss_and_grads: the same
   parameters after every step, without the passes over every weight and gradient that
@@ -19,6 +22,9 @@ each choice are in docs/PERFORMANCE.md.
 - ``argsort_desc_float32``: the stable descending order of float32 similarities by
   sorting 64-bit integer keys (metrics.py's ranking rule, several times faster on NumPy).
 """
+import types
+import weakref
+
 import numpy
 
 from . import optim
@@ -33,15 +39,72 @@ BLOCK = 1 << 16
 
 def _blockwise(p):
     """Whether p is updated block by block: a C-contiguous NumPy array of more than one
-    block. Other arrays (CuPy: one kernel per pass is what a GPU wants; strided views;
-    small arrays) are updated whole."""
+    block. Other NumPy arrays (strided views, small arrays) are updated whole; CuPy
+    arrays by the fused kernels (``_fused``)."""
     return get_array_module(p) is numpy and p.size > BLOCK and p.flags.c_contiguous
 
 
 def _scratch(p, n):
-    """n scratch buffers for p: one block long if p is updated by blocks, p's shape otherwise."""
+    """n scratch buffers for p: one block long if p is updated by blocks, p's shape
+    otherwise; none on a GPU, where the fused kernel keeps its intermediates in registers."""
     xp = get_array_module(p)
+    if xp is not numpy:
+        return []
     return [xp.empty((BLOCK,) if _blockwise(p) else p.shape, p.dtype) for _ in range(n)]
+
+
+# ---- the fused kernels (CuPy) -----------------------------------------------------------
+#
+# The lines below are the blocked updates' operations, in their order and on operands of
+# the parameter's dtype (every constant is passed as a scalar of that dtype, never as a
+# Python float that a kernel could take as float64), so each intermediate is rounded as
+# NumPy rounds it: on tests/cupy_standin.py, which runs them with NumPy, the fused update
+# equals the blocked one bit for bit (tests/test_cupy_path.py). A real GPU compiler may
+# contract a * b + c into one fused multiply-add, which can move the last bit.
+
+_KERNELS = weakref.WeakKeyDictionary()  # array module -> its fused kernels, made once
+
+
+def _fused(xp):
+    """The fused update kernels of the array module xp (CuPy). ``cupy.fuse`` compiles a
+    kernel on its first call for each set of argument types and keeps it in the object it
+    returns, so those objects are made once per module and kept."""
+    kernels = _KERNELS.get(xp)
+    if kernels is None:
+        kernels = _KERNELS[xp] = _make_fused(xp)
+    return kernels
+
+
+def _make_fused(xp):
+    sqrt = xp.sqrt
+
+    def adam(p, g, m, v, b1, one_minus_b1, b2, one_minus_b2, c1, c2, lr, eps):
+        m *= b1                                   # m <- b1 m + (1 - b1) g
+        m += g * one_minus_b1
+        v *= b2                                   # v <- b2 v + (1 - b2) g^2
+        v += g * g * one_minus_b2
+        p -= m / c1 * lr / (sqrt(v / c2) + eps)   # lr m_hat / (sqrt(v_hat) + eps)
+
+    def adam_decay(p, g, m, v, c, *constants):
+        adam(p, p * c + g, m, v, *constants)      # the penalised gradient g + c p, from p before the step
+
+    def sgd(p, g, v, momentum, lr):
+        v *= momentum                             # v <- momentum v + g
+        v += g
+        p -= v * lr
+
+    def penalty(*terms):
+        """terms = (h_1, d_1, h_2, d_2, ...) -> h_1 d_1 + h_2 d_2 + ..., added in this order."""
+        total = terms[0] * terms[1]
+        for i in range(2, len(terms), 2):
+            total = total + terms[i] * terms[i + 1]
+        return total
+
+    return types.SimpleNamespace(
+        adam=xp.fuse(kernel_name="acmr_adam")(adam),
+        adam_decay=xp.fuse(kernel_name="acmr_adam_decay")(adam_decay),
+        sgd=xp.fuse(kernel_name="acmr_sgd")(sgd),
+        penalty=xp.fuse(kernel_name="acmr_penalty")(penalty))
 
 
 def _blocks(arrays, scratch):
@@ -62,7 +125,7 @@ def _blocks(arrays, scratch):
 
 
 class SGD(optim.SGD):
-    """optim.SGD, block by block: the same numbers."""
+    """optim.SGD, block by block (one fused kernel per parameter on CuPy): the same numbers."""
 
     def __init__(self, params, lr=0.01, momentum=0.9):
         super().__init__(params, lr, momentum)
@@ -71,6 +134,13 @@ class SGD(optim.SGD):
     def step(self, grads):
         self.check(grads)
         self.t += 1
+        xp = get_array_module(next(iter(self.params.values())))
+        if xp is not numpy:
+            fused = _fused(xp)
+            for k, p in self.params.items():
+                dt = p.dtype.type
+                fused.sgd(p, grads[k], self.state["velocity"][k], dt(self.momentum), dt(self.lr))
+            return
         for k in self.params:
             arrays = (self.params[k], grads[k], self.state["velocity"][k])
             for (p, g, v), (s,) in _blocks(arrays, self.scratch[k]):
@@ -82,7 +152,8 @@ class SGD(optim.SGD):
 
 
 class Adam(optim.Adam):
-    """optim.Adam, block by block, with optional weight decay: the same numbers.
+    """optim.Adam, block by block (one fused kernel per parameter on CuPy), with optional
+    weight decay: the same numbers.
 
     weight_decay ({name: c}, optional) adds (c/2)||p||^2 to the objective for those
     parameters: their update uses g + c p (``grads`` itself is left as it is), exactly the
@@ -107,6 +178,8 @@ class Adam(optim.Adam):
         b1, b2 = self.beta1, self.beta2
         c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t
         first = next(iter(self.params.values()))
+        if get_array_module(first) is not numpy:
+            return self._fused_step(grads, c1, c2)
         penalty = get_array_module(first).zeros((), dtype=first.dtype)
         for k in self.params:
             c = self.weight_decay.get(k, 0.0)
@@ -137,6 +210,28 @@ class Adam(optim.Adam):
                 s1 /= s2
                 p -= s1
         return penalty
+
+    def _fused_step(self, grads, c1, c2):
+        """``step`` on CuPy: one kernel per parameter (the weight decay's penalised gradient
+        inside it), one dot product per decayed parameter and one kernel adding the
+        penalty's terms up. The updates are the blocked path's bit for bit; the penalty
+        (only logged) is summed per parameter, where the CPU sums it per block: the same
+        value up to rounding for parameters longer than a block."""
+        first = next(iter(self.params.values()))
+        xp = get_array_module(first)
+        fused = _fused(xp)
+        b1, b2 = self.beta1, self.beta2
+        terms = []
+        for k, p in self.params.items():
+            dt = p.dtype.type
+            constants = (dt(b1), dt(1 - b1), dt(b2), dt(1 - b2), dt(c1), dt(c2), dt(self.lr), dt(self.eps))
+            c = self.weight_decay.get(k, 0.0)
+            if c:
+                terms += [dt(c / 2), xp.vdot(p, p)]   # (c/2)||p||^2 at p before the update
+                fused.adam_decay(p, grads[k], self.state["m"][k], self.state["v"][k], dt(c), *constants)
+            else:
+                fused.adam(p, grads[k], self.state["m"][k], self.state["v"][k], *constants)
+        return fused.penalty(*terms) if terms else xp.zeros((), dtype=first.dtype)
 
 
 class FastTrainer(Trainer):

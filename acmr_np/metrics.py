@@ -27,11 +27,14 @@ Two conventions that change numbers, stated once here and in the docstrings:
 
 The full (n_query, n_gallery) similarity matrix is never built: queries are processed in
 chunks of ``chunk_size`` rows, so memory grows with chunk_size * n_gallery, not with
-n_query * n_gallery. Inside a chunk everything is vectorised:
+n_query * n_gallery (``chunk_size=None``, the default, chooses it per backend:
+``default_chunk_size``). Inside a chunk everything is vectorised:
 similarity -> stable argsort -> gather relevance -> cumsum -> precision at relevant ranks.
 Every function runs on NumPy or CuPy, whichever holds the embeddings; the results come
 back as host (NumPy) arrays or Python floats. With label rows, relevance inside a chunk is
-one more product: (Y_q Y_g^T > 0) (c, ng), read in ranked order.
+one more product: (Y_q Y_g^T > 0) (c, ng), read in ranked order. On CuPy nothing waits
+for the device until the end: the embeddings' finiteness is checked on the device and its
+flags come back in the same copy as the results, one copy per call (``_fetch``).
 """
 import numbers
 
@@ -42,6 +45,17 @@ from .errors import InputError
 from .fast import argsort_desc_float32
 
 _EPS = 1e-12  # a vector shorter than this is treated as zero: it gets similarity 0, not NaN
+
+# Queries ranked at once when chunk_size is None. NumPy: 256, measured fastest on the CPU
+# (docs/PERFORMANCE.md, Evaluation). CuPy: as many queries as keep a chunk at about
+# CUPY_CHUNK_ENTRIES (query, gallery) entries, at least 256. A chunk's temporaries take
+# about 40 bytes per entry on the device (similarity, its negation, the sort's keys and
+# int64 indices, the gathered labels, the hit counts, the float64 precisions), so ~1.3 GiB
+# whatever the gallery size; each of its kernels then runs over 2**25 elements, far more
+# than a GPU needs to fill every core, and a whole validation or test split of a few
+# thousand items is one chunk. Chosen from these sizes; NOT measured on a GPU.
+NUMPY_CHUNK_SIZE = 256
+CUPY_CHUNK_ENTRIES = 1 << 25
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -97,14 +111,58 @@ def _check_labels(name, labels, xp):
     return labels
 
 
+def default_chunk_size(xp, n_gallery):
+    """The queries ranked at once when chunk_size is None: NUMPY_CHUNK_SIZE on NumPy, and on
+    CuPy CUPY_CHUNK_ENTRIES // n_gallery (at least 256; see CUPY_CHUNK_ENTRIES)."""
+    if xp is numpy:
+        return NUMPY_CHUNK_SIZE
+    return max(NUMPY_CHUNK_SIZE, CUPY_CHUNK_ENTRIES // max(int(n_gallery), 1))
+
+
+def _chunk_size(chunk_size, xp, n_gallery):
+    """chunk_size as given (checked), or the backend's default for None."""
+    if chunk_size is None:
+        return default_chunk_size(xp, n_gallery)
+    _check_positive_int(chunk_size, "chunk_size")
+    return chunk_size
+
+
+def _fetch(xp, arrays, checks):
+    """Host copies of result arrays (float64), after the deferred input checks.
+
+    checks: (name, flag) pairs from ``_prepare``, flag a device bool that is True when
+    ``name`` embeddings are finite (on NumPy they were checked there, and checks is
+    empty). On CuPy the flags and every array travel in ONE copy, the only time the call
+    waits for the device; a False flag then raises the InputError NumPy raises up front
+    (the first failing check in order)."""
+    if xp is numpy:
+        return [to_host(a) for a in arrays]
+    parts = [a.ravel() for a in arrays]
+    if checks:
+        parts.append(xp.stack([flag for _, flag in checks]).astype(xp.float64))
+    host = to_host(xp.concatenate(parts) if len(parts) > 1 else parts[0])
+    sizes = [a.size for a in arrays]
+    for (name, _), ok in zip(checks, host[sum(sizes):]):
+        if not ok:
+            raise InputError(f"{name} embeddings contain NaN or inf")
+    out, start = [], 0
+    for a, n in zip(arrays, sizes):
+        out.append(host[start:start + n].reshape(a.shape))
+        start += n
+    return out
+
+
 def _prepare(query_emb, query_labels, gallery_emb, gallery_labels, chunk_size):
     """Validate the inputs and put them all on one backend.
 
-    Returns (xp, q, q_labels, g_unit, g_labels) with q (nq, d), q_labels (nq,) class
-    ids or (nq, c) float32 0/1 label rows, g_unit (ng, d) the L2-normalised gallery
-    and g_labels (ng,) or (ng, c), of the query labels' kind.
+    Returns (xp, q, q_labels, g_unit, g_labels, chunk_size, checks) with q (nq, d),
+    q_labels (nq,) class ids or (nq, c) float32 0/1 label rows, g_unit (ng, d) the
+    L2-normalised gallery, g_labels (ng,) or (ng, c) of the query labels' kind,
+    chunk_size resolved (``_chunk_size``) and checks the deferred finiteness checks for
+    ``_fetch`` (on NumPy they are made here, and checks is empty: nothing waits on the host).
     """
-    _check_positive_int(chunk_size, "chunk_size")
+    if chunk_size is not None:
+        _check_positive_int(chunk_size, "chunk_size")
     xp = get_array_module(query_emb, gallery_emb)
     q, g = _on(query_emb, xp), _on(gallery_emb, xp)
     q_labels, g_labels = _on(query_labels, xp), _on(gallery_labels, xp)
@@ -120,12 +178,18 @@ def _prepare(query_emb, query_labels, gallery_emb, gallery_labels, chunk_size):
         if labels.shape[0] != emb.shape[0]:
             raise InputError(f"{name} embeddings have {emb.shape[0]} rows but "
                              f"{name} labels have {labels.shape[0]}")
-        if not bool(xp.isfinite(emb).all()):
-            raise InputError(f"{name} embeddings contain NaN or inf")
     if q.shape[1] != g.shape[1]:
         raise InputError(f"query embeddings have width {q.shape[1]} but gallery "
                          f"embeddings have width {g.shape[1]}; both must live in one space")
-    return xp, q, q_labels, _l2_normalise(g, xp), g_labels
+    checks = []
+    for name, emb in (("query", q), ("gallery", g)):
+        finite = xp.isfinite(emb).all()
+        if xp is numpy:
+            if not finite:
+                raise InputError(f"{name} embeddings contain NaN or inf")
+        else:  # checked with the results, in their copy (_fetch): no wait for the device here
+            checks.append((name, finite))
+    return xp, q, q_labels, _l2_normalise(g, xp), g_labels, _chunk_size(chunk_size, xp, g.shape[0]), checks
 
 
 def _chunks(n, chunk_size):
@@ -183,14 +247,14 @@ def rank_gallery(query_emb, gallery_emb, top=None):
     return to_host(_stable_argsort_desc(sim, get_array_module(sim))[:, :top])
 
 def average_precisions(query_emb, query_labels, gallery_emb, gallery_labels,
-                       k=None, chunk_size=256):
+                       k=None, chunk_size=None):
     """Average precision of every query against the whole gallery.
 
     query_emb (nq, d), query_labels (nq,) integer classes, gallery_emb (ng, d),
     gallery_labels (ng,); or, for multi-label data, 0/1 label rows (nq, c) and (ng, c),
     where relevant means sharing at least one label. k: None for AP@all, or a positive int for AP@k (k larger
     than ng is the same as ng). chunk_size: queries ranked at once; memory is
-    O(chunk_size * ng).
+    O(chunk_size * ng) (None: per backend, ``default_chunk_size``).
 
     Returns a host float64 array (nq,). The gallery is ranked by cosine similarity,
     highest first, with a stable sort: equal similarities are ranked by gallery index,
@@ -198,13 +262,15 @@ def average_precisions(query_emb, query_labels, gallery_emb, gallery_labels,
     if k is given) that hold a relevant item, with R the relevant items in the ranked
     list (whole gallery, or top k). A query with R = 0 gets AP = 0.
     """
-    return _average_precisions(query_emb, query_labels, gallery_emb, gallery_labels, (k,), chunk_size)[0]
+    return _fetch(*_average_precisions(query_emb, query_labels, gallery_emb, gallery_labels, (k,),
+                                       chunk_size))[0]
 
 
 def _average_precisions(query_emb, query_labels, gallery_emb, gallery_labels, ks, chunk_size):
     """``average_precisions`` for several cutoffs ks (None = all) from ONE ranking of
-    each chunk: the sort is the expensive part. Returns a list of host arrays (nq,)."""
-    xp, q, q_labels, g_unit, g_labels = _prepare(
+    each chunk: the sort is the expensive part. Returns (xp, [AP arrays (nq,) on the
+    embeddings' backend], checks): ``_fetch`` brings them to the host."""
+    xp, q, q_labels, g_unit, g_labels, chunk_size, checks = _prepare(
         query_emb, query_labels, gallery_emb, gallery_labels, chunk_size)
     ng = g_unit.shape[0]
     for k in ks:
@@ -217,40 +283,53 @@ def _average_precisions(query_emb, query_labels, gallery_emb, gallery_labels, ks
         for ap, top in zip(aps, tops):
             rel = rel_all[:, :top]
             # precision@r = (relevant items in the top r) / r, summed over the ranks r
-            # that hold a relevant item; hits counts exactly in integers.
-            hits = xp.cumsum(rel, axis=1, dtype=xp.int64)            # (c, top)
+            # that hold a relevant item; hits counts exactly in integers (int32: ng < 2**31,
+            # and half the memory traffic of int64, for the same float64 quotients).
+            hits = xp.cumsum(rel, axis=1, dtype=xp.int32)            # (c, top)
             ranks = xp.arange(1, top + 1, dtype=xp.float64)          # (top,)
             summed = xp.where(rel, hits / ranks, 0.0).sum(axis=1)    # (c,)
             n_relevant = hits[:, -1]                                 # R, or relevant in the top k
             # R = 0 means summed = 0 too; max(R, 1) turns 0/0 into the documented AP = 0
             ap[rows] = summed / xp.maximum(n_relevant, 1)
-    return [to_host(ap) for ap in aps]
+    return xp, aps, checks
 
 
 def mean_average_precision(query_emb, query_labels, gallery_emb, gallery_labels,
-                           k=None, chunk_size=256):
+                           k=None, chunk_size=None):
     """mAP: the mean over queries of ``average_precisions`` (same arguments) as a float."""
     return float(average_precisions(query_emb, query_labels, gallery_emb,
                                     gallery_labels, k=k, chunk_size=chunk_size).mean())
 
 
-def paired_map(img_emb, txt_emb, labels, chunk_size=256):
+def _both_directions(img_emb, txt_emb, labels, ks, chunk_size):
+    """The AP arrays of img->txt and of txt->img for the cutoffs ks, as host arrays:
+    (i2t, t2i), lists of (n,) arrays. Host labels go to the device once, and on CuPy both
+    directions come back in one copy (``_fetch``)."""
+    xp = get_array_module(img_emb, txt_emb)
+    labels = _on(labels, xp)
+    xp, i2t, checks_i2t = _average_precisions(img_emb, labels, txt_emb, labels, ks, chunk_size)
+    _, t2i, checks_t2i = _average_precisions(txt_emb, labels, img_emb, labels, ks, chunk_size)
+    host = _fetch(xp, i2t + t2i, checks_i2t + checks_t2i)
+    return host[:len(ks)], host[len(ks):]
+
+
+def paired_map(img_emb, txt_emb, labels, chunk_size=None):
     """The average of img->txt and txt->img mAP@all on one split of pairs: the number
     that selects the best epoch and CCA's components on validation.
     img_emb (n, m), txt_emb (n, m), labels (n,) or 0/1 label rows (n, c) -> float."""
-    return 0.5 * (mean_average_precision(img_emb, labels, txt_emb, labels, chunk_size=chunk_size)
-                  + mean_average_precision(txt_emb, labels, img_emb, labels, chunk_size=chunk_size))
+    (i2t,), (t2i,) = _both_directions(img_emb, txt_emb, labels, (None,), chunk_size)
+    return 0.5 * (float(i2t.mean()) + float(t2i.mean()))
 
 
 def precision_at_k(query_emb, query_labels, gallery_emb, gallery_labels, ks,
-                   chunk_size=256):
+                   chunk_size=None):
     """Mean precision@k over queries for each k in ks.
 
     Shapes as in ``average_precisions``; ks: a sequence of ints with 1 <= k <= ng.
     Same ranking and tie rule. Returns a host float64 array (len(ks),) whose entry j
     is the mean over queries of (relevant items in the top ks[j]) / ks[j].
     """
-    xp, q, q_labels, g_unit, g_labels = _prepare(
+    xp, q, q_labels, g_unit, g_labels, chunk_size, checks = _prepare(
         query_emb, query_labels, gallery_emb, gallery_labels, chunk_size)
     ng = g_unit.shape[0]
     ks = numpy.atleast_1d(to_host(ks)).tolist()
@@ -264,13 +343,13 @@ def precision_at_k(query_emb, query_labels, gallery_emb, gallery_labels, ks,
     total = xp.zeros(len(ks), dtype=xp.float64)             # (nk,) sum over queries
     for rows in _chunks(q.shape[0], chunk_size):
         rel = _ranked_relevance(q[rows], q_labels[rows], g_unit, g_labels, max(ks), xp)
-        hits = xp.cumsum(rel, axis=1, dtype=xp.float64)     # (c, max k)
+        hits = xp.cumsum(rel, axis=1, dtype=xp.int32)       # (c, max k), exact counts
         total += (hits[:, k_arr - 1] / k_arr).sum(axis=0)
-    return to_host(total / q.shape[0])
+    return _fetch(xp, [total / q.shape[0]], checks)[0]
 
 
 def precision_recall_curve(query_emb, query_labels, gallery_emb, gallery_labels,
-                           chunk_size=256):
+                           chunk_size=None):
     """Mean precision@r and recall@r over queries for every cut-off r = 1..ng.
 
     Shapes as in ``average_precisions``. Returns (precision, recall), host float64
@@ -278,7 +357,7 @@ def precision_recall_curve(query_emb, query_labels, gallery_emb, gallery_labels,
     (relevant in top r) / r and of (relevant in top r) / R. Queries with R = 0 add
     recall 0 at every r (and precision 0). Per-chunk sums keep memory O(chunk_size * ng).
     """
-    xp, q, q_labels, g_unit, g_labels = _prepare(
+    xp, q, q_labels, g_unit, g_labels, chunk_size, checks = _prepare(
         query_emb, query_labels, gallery_emb, gallery_labels, chunk_size)
     ng = g_unit.shape[0]
     ranks = xp.arange(1, ng + 1, dtype=xp.float64)          # (ng,)
@@ -286,15 +365,16 @@ def precision_recall_curve(query_emb, query_labels, gallery_emb, gallery_labels,
     recall_sum = xp.zeros(ng, dtype=xp.float64)             # (ng,)
     for rows in _chunks(q.shape[0], chunk_size):
         rel = _ranked_relevance(q[rows], q_labels[rows], g_unit, g_labels, ng, xp)
-        hits = xp.cumsum(rel, axis=1, dtype=xp.float64)     # (c, ng)
+        hits = xp.cumsum(rel, axis=1, dtype=xp.int32)       # (c, ng), exact counts
         n_relevant = hits[:, -1:]                            # (c, 1) R per query
         precision_sum += (hits / ranks).sum(axis=0)
         recall_sum += (hits / xp.maximum(n_relevant, 1.0)).sum(axis=0)  # R = 0 -> 0
     nq = q.shape[0]
-    return to_host(precision_sum / nq), to_host(recall_sum / nq)
+    precision, recall = _fetch(xp, [precision_sum / nq, recall_sum / nq], checks)
+    return precision, recall
 
 
-def retrieve(query_emb, gallery_emb, k=10, chunk_size=256):
+def retrieve(query_emb, gallery_emb, k=10, chunk_size=None):
     """The top-k gallery items of every query: (indices, scores).
 
     query_emb (nq, d), gallery_emb (ng, d): embeddings in one common space (e.g.
@@ -304,13 +384,15 @@ def retrieve(query_emb, gallery_emb, k=10, chunk_size=256):
     gallery order (the ranking rule of the metrics above). Memory O(chunk_size * ng).
     """
     _check_positive_int(k, "k")
-    _check_positive_int(chunk_size, "chunk_size")
+    if chunk_size is not None:
+        _check_positive_int(chunk_size, "chunk_size")
     xp = get_array_module(query_emb, gallery_emb)
     q, g = _on(query_emb, xp), _on(gallery_emb, xp)
     if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1] or 0 in q.shape or 0 in g.shape:
         raise ValueError(f"retrieve: expected non-empty query (nq, d) and gallery (ng, d) embeddings of one "
                          f"width, got shapes {tuple(q.shape)} and {tuple(g.shape)}")
     k = min(int(k), g.shape[0])
+    chunk_size = _chunk_size(chunk_size, xp, g.shape[0])
     g_unit = _l2_normalise(g, xp)
     indices, scores = [], []
     for rows in _chunks(q.shape[0], chunk_size):
@@ -321,7 +403,7 @@ def retrieve(query_emb, gallery_emb, k=10, chunk_size=256):
     return to_host(xp.concatenate(indices)), to_host(xp.concatenate(scores))
 
 
-def evaluate_retrieval(img_emb, txt_emb, labels, k=50, chunk_size=256):
+def evaluate_retrieval(img_emb, txt_emb, labels, k=50, chunk_size=None):
     """Both retrieval directions on one split, as reported in ACMR.md section 7.
 
     img_emb (n, d) and txt_emb (n, d) are the paired common-space embeddings of one
@@ -336,8 +418,8 @@ def evaluate_retrieval(img_emb, txt_emb, labels, k=50, chunk_size=256):
         raise InputError(f"paired split expected: {n_img} image embeddings, "
                          f"{n_txt} text embeddings and {n_lab} labels")
     # one ranking per direction serves both mAP@all and mAP@k
-    i2t = [float(a.mean()) for a in _average_precisions(img_emb, labels, txt_emb, labels, (None, k), chunk_size)]
-    t2i = [float(a.mean()) for a in _average_precisions(txt_emb, labels, img_emb, labels, (None, k), chunk_size)]
+    i2t, t2i = ([float(a.mean()) for a in aps]
+                for aps in _both_directions(img_emb, txt_emb, labels, (None, k), chunk_size))
     out = {}
     for j, suffix in enumerate(("", str(k))):
         out[f"map{suffix}_img2txt"], out[f"map{suffix}_txt2img"] = i2t[j], t2i[j]

@@ -16,6 +16,7 @@ import numpy
 
 from .backend import get_array_module, get_backend, to_device, to_host
 from .config import ACMRConfig, TrainConfig
+from .errors import InputError
 from .fast import FastTrainer
 from .metrics import evaluate_retrieval, paired_map, precision_at_k, recall_at_k
 from .model import ACMR
@@ -105,6 +106,9 @@ class Training:
         # the training pairs, moved to the device once for the whole run
         self.train_arrays = Batch(to_device(data.train.img, xp), to_device(data.train.txt, xp),
                                   to_device(data.train.labels, xp), None)
+        # and the validation pairs, so that each epoch's validation copies nothing to the device
+        self.val_arrays = Batch(to_device(data.val.img, xp), to_device(data.val.txt, xp),
+                                to_device(data.val.labels, xp), None)
         self.epoch, self.history, self.seconds = 0, History(), 0.0
         self.best_state = None  # the best epoch's model.state_dict() (host arrays)
         self.start_loss = None  # the objective at the run's first step: the guard's reference
@@ -182,18 +186,20 @@ class Training:
         for opt_name in ("opt_emb", "opt_adv"):
             opt = getattr(trainer, opt_name)
             arrays.update({f"{opt_name}/{slot}/{k}": a for slot, d in opt.state.items() for k, a in d.items()})
-        for name, a in arrays.items():
-            if not bool(xp.isfinite(a).all()):
-                raise FloatingPointError(f"{name} holds NaN or infinite values after epoch {self.epoch}")
+        # one flag per array, all copied to the host at once: a single wait for the device
+        finite = to_host(xp.stack([xp.isfinite(a).all() for a in arrays.values()]))
+        if not finite.all():
+            name = list(arrays)[int(numpy.argmin(finite))]
+            raise FloatingPointError(f"{name} holds NaN or infinite values after epoch {self.epoch}")
 
     def validation_map(self):
         """Mean of the two directions' mAP@all on the validation split."""
-        val = self.data.val
-        s_v, s_t = self.model.embed(val.img, val.txt)
-        xp = self.model.xp
-        if not (bool(xp.isfinite(s_v).all()) and bool(xp.isfinite(s_t).all())):
-            raise FloatingPointError(f"the validation embeddings hold NaN or infinite values after epoch {self.epoch}")
-        return paired_map(s_v, s_t, val.labels)
+        val = self.val_arrays
+        try:
+            return paired_map(*self.model.embed(val.img, val.txt), val.labels)
+        except InputError:  # our own arrays: only the embeddings' finiteness check can fail
+            raise FloatingPointError(f"the validation embeddings hold NaN or infinite values after epoch "
+                                     f"{self.epoch}") from None
 
     def stop_reason(self):
         """Why training stops now, or None while it goes on: the maximum number of epochs,

@@ -83,9 +83,11 @@ def baseline_map(query, q_labels, gallery, g_labels, xp):
 
 def run_method(method, backend, n, dim, n_classes, chunk_size, seed):
     """Both directions with one implementation; returns the measurements (worker process)."""
-    from acmr_np.metrics import mean_average_precision
+    from acmr_np.metrics import default_chunk_size, mean_average_precision
 
     xp = get_backend(backend)
+    if chunk_size is None:
+        chunk_size = default_chunk_size(xp, n)
     img, txt, labels = make_embeddings(n, dim, n_classes, seed)
     img, txt, labels = xp.asarray(img), xp.asarray(txt), xp.asarray(labels)
     synchronize(xp)
@@ -116,7 +118,9 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=20000, help="queries = gallery items per direction")
     p.add_argument("--dim", type=int, default=200)
     p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--chunk-size", type=int, default=256, help="acmr_np's queries per chunk")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="acmr_np's queries per chunk (default: the backend's, metrics.default_chunk_size: "
+                        "256 on numpy)")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
     p.add_argument("--quick", action="store_true", help="5,000 x 5,000 instead of --n")
     p.add_argument("--seed", type=int, default=0)
@@ -144,7 +148,7 @@ def main(argv=None):
     for method in methods:
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", method, "--backend", args.backend,
                "--n", str(n), "--dim", str(args.dim), "--classes", str(args.classes),
-               "--chunk-size", str(args.chunk_size), "--seed", str(args.seed)]
+               "--seed", str(args.seed)] + (["--chunk-size", str(args.chunk_size)] if args.chunk_size else [])
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             print(proc.stderr, file=sys.stderr)
@@ -161,6 +165,9 @@ def main(argv=None):
               f"{gib(r['peak_above_embeddings_bytes']):>22}" + (f"  device {gib(dev)}" if dev is not None else ""))
     print(f"(embeddings: {gib(results[0]['embeddings_bytes'])}; peak = the process's peak RSS minus its RSS "
           "once the embeddings were made)")
+    for r in results:
+        if r["method"] == "acmr_np":
+            print(f"acmr_np ranked {r['chunk_size']} queries per chunk")
     if len(results) == 2:
         a, b = results
         diff = max(abs(a[k] - b[k]) for k in ("map_img2txt", "map_txt2img"))

@@ -274,6 +274,10 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per case, after one warm-up epoch")
     p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, from {', '.join(CASES)}")
     p.add_argument("--quick", action="store_true", help="one timed epoch and a smaller matrix-product probe")
+    p.add_argument("--matmul-n", type=int, default=None,
+                   help="size of the matrix-product probe (default 4096, 2048 with --quick)")
+    p.add_argument("--matmul-seconds", type=float, default=1.0,
+                   help="how long each matrix-product probe repeats its product (the best repeat counts)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write every measurement to this file")
     p.add_argument("--projector-input-grad", action="store_true",
@@ -299,9 +303,11 @@ def main(argv=None):
     if unknown:
         p.error(f"unknown case(s) {unknown}; expected some of {', '.join(CASES)}")
 
-    n = 2048 if args.quick else 4096
+    n = args.matmul_n or (2048 if args.quick else 4096)
+    if n < 1 or not args.matmul_seconds >= 0:
+        p.error("--matmul-n must be positive and --matmul-seconds non-negative")
     print("\n".join(describe_machine(xp)))
-    rate_before = matmul_rate(xp, n)
+    rate_before = matmul_rate(xp, n, args.matmul_seconds)
     print(f"float32 matmul ({n}x{n} @ {n}x{n}) on {args.backend}: {rate_before / 1e9:.1f} GFLOP/s")
     results = []
     for case in cases:
@@ -318,7 +324,7 @@ def main(argv=None):
         print(f"  {case}: done, train {statistics.median(r['train_seconds']):.3f} s/epoch, "
               f"val mAP after the last epoch {r['last_train_row']['val_map']:.3f} "
               f"(chance ~{1 / N_CLASSES:.2f})", flush=True)
-    rate_after = matmul_rate(xp, n)
+    rate_after = matmul_rate(xp, n, args.matmul_seconds)
     rate = max(rate_before, rate_after)
     print(f"float32 matmul again after the cases: {rate_after / 1e9:.1f} GFLOP/s; reference = "
           f"the higher, {rate / 1e9:.1f} GFLOP/s")
