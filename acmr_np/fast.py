@@ -69,6 +69,7 @@ class SGD(optim.SGD):
         self.scratch = {k: _scratch(p, 1) for k, p in params.items()}
 
     def step(self, grads):
+        # BEGIN SOLUTION
         self.check(grads)
         self.t += 1
         for k in self.params:
@@ -79,6 +80,7 @@ class SGD(optim.SGD):
                 v += g
                 xp.multiply(v, self.lr, out=s)   # lr * v
                 p -= s
+        # END SOLUTION
 
 
 class Adam(optim.Adam):
@@ -102,6 +104,7 @@ class Adam(optim.Adam):
         self.scratch = {k: _scratch(p, 3 if k in self.weight_decay else 2) for k, p in params.items()}
 
     def step(self, grads):
+        # BEGIN SOLUTION
         self.check(grads)
         self.t += 1
         b1, b2 = self.beta1, self.beta2
@@ -137,6 +140,7 @@ class Adam(optim.Adam):
                 s1 /= s2
                 p -= s1
         return penalty
+        # END SOLUTION
 
 
 class FastTrainer(Trainer):
@@ -151,12 +155,15 @@ class FastTrainer(Trainer):
     """
 
     def make_optimizers(self):
+        # BEGIN SOLUTION
         m, c = self.model, self.model.config
         decay = {name: 2.0 * c.l2 for name in m.l_reg_weights()} if c.l2 else None
         self.opt_emb = Adam(m.named("params", m.EMBEDDING_PARTS), lr=c.lr, weight_decay=decay)
         self.opt_adv = Adam(m.named("params", m.ADVERSARY_PARTS), lr=c.lr_adv or c.lr)
+        # END SOLUTION
 
     def train_step(self, img, txt, labels, noise, progress):
+        # BEGIN SOLUTION
         m = self.model
         lam = m.config.lam_at(progress)
         terms = m.loss_and_grads(img, txt, labels, noise, lam, l_reg=False)
@@ -165,6 +172,7 @@ class FastTrainer(Trainer):
             self.opt_adv.step(m.named("grads", m.ADVERSARY_PARTS))
         self.step_count += 1
         return terms, lam
+        # END SOLUTION
 
 
 def argsort_desc_float32(sim):
