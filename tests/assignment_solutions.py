@@ -25,6 +25,32 @@ def reference_bodies():
             .splitlines() for n, r in make.locate(plan, sources).items()}
 
 
+def answer_lines():
+    """{exercise key or "fast path": set of answer lines}: every stripped line of a marked
+    region or a Derivation paragraph of the reference, less the lines that also appear
+    in the reference outside every region and paragraph (they are no answer: "return x"
+    is also the last line of MLP.forward)."""
+    plan = plans.load()
+    sources = make.package_sources()
+    where = make.locate(plan, sources)
+    inside, outside = {}, set()
+    for rel, text in sources.items():
+        lines = text.splitlines()
+        marked = set()
+        for r in regions.solution_regions(text, rel):
+            owner = next((e.key for e in plan if e.number in where and where[e.number] == r
+                          and f"acmr_np/{e.file}" == rel), "fast path")
+            inside.setdefault(owner, set()).update(x.strip() for x in lines[r.start + 1:r.end] if x.strip())
+            marked.update(range(r.start, r.end + 1))
+        for p in regions.derivations(text, rel):
+            for e in plan:
+                if f"acmr_np/{e.file}" == rel and e.function == p.function:
+                    inside.setdefault(e.key, set()).update(x.strip() for x in lines[p.start:p.end] if x.strip())
+            marked.update(range(p.start, p.end))
+        outside.update(x.strip() for i, x in enumerate(lines) if i not in marked)
+    return {k: v - outside for k, v in inside.items()}, {x for v in inside.values() for x in v} & outside
+
+
 def _model(*edits):
     """The reference body of ACMR.loss_and_grads with (old, new) text edits."""
     plan = plans.load()

@@ -40,31 +40,6 @@ def copy(tmp_path_factory):
     return out
 
 
-def answer_lines():
-    """{exercise key or "fast path": set of answer lines}: every stripped line of a marked
-    region or a Derivation paragraph of the reference, less the lines that also appear
-    in the reference outside every region and paragraph (they are no answer: "return x"
-    is also the last line of MLP.forward)."""
-    sources = make.package_sources()
-    where = make.locate(PLAN, sources)
-    inside, outside = {}, set()
-    for rel, text in sources.items():
-        lines = text.splitlines()
-        marked = set()
-        for r in regions.solution_regions(text, rel):
-            owner = next((e.key for e in PLAN if e.number in where and where[e.number] == r
-                          and f"acmr_np/{e.file}" == rel), "fast path")
-            inside.setdefault(owner, set()).update(x.strip() for x in lines[r.start + 1:r.end] if x.strip())
-            marked.update(range(r.start, r.end + 1))
-        for p in regions.derivations(text, rel):
-            for e in PLAN:
-                if f"acmr_np/{e.file}" == rel and e.function == p.function:
-                    inside.setdefault(e.key, set()).update(x.strip() for x in lines[p.start:p.end] if x.strip())
-            marked.update(range(p.start, p.end))
-        outside.update(x.strip() for i, x in enumerate(lines) if i not in marked)
-    return {k: v - outside for k, v in inside.items()}, {x for v in inside.values() for x in v} & outside
-
-
 def texts_of(folder):
     out = {}
     for p in Path(folder).rglob("*"):
@@ -183,7 +158,7 @@ def test_a_bad_plan_is_one_line(change, message, tmp_path, capsys):
 # ---- the copy --------------------------------------------------------------------------------
 
 def test_no_answer_of_the_reference_is_anywhere_in_the_copy(copy):
-    answers, excluded = answer_lines()
+    answers, excluded = solutions.answer_lines()
     assert len(excluded) <= 10, sorted(excluded)  # lines also in the given code: "self.t += 1", "else:"
     assert set(answers) == {e.key for e in PLAN} | {"fast path"}
     # every exercise keeps answer lines of its own to look for, but the identity ("return x")
@@ -250,7 +225,7 @@ def test_a_copy_for_two_weeks_withholds_the_third_and_passes_once_filled(tmp_pat
                env_extra={"PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr
     assert "withheld (stubbed, not handed out): 25, 26" in proc.stdout
-    answers, _ = answer_lines()
+    answers, _ = solutions.answer_lines()
     files = texts_of(out)
     for key in ("acmr", "train_step", "fast path"):
         for path, text in files.items():
