@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from acmr_np.assignment import isolate, judge, plan as plans
+from acmr_np.assignment import isolate, plan as plans
 from acmr_np.assignment.cli import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -149,7 +149,7 @@ def test_untouched_stubs_score_zero_though_they_patch_gradcheck_pytest_and_load_
 def test_no_tree_holds_the_answer_of_the_exercise_it_grades(tmp_path):
     """A job's tree holds the reference for what the exercise builds on, never for the
     exercise itself: a body that looked for its answer in the tree would find none."""
-    from acmr_np.assignment import grade, make
+    from acmr_np.assignment import grade
     answers, _ = solutions.answer_lines()
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["make", str(tmp_path / "hw")]) == 0
