@@ -217,6 +217,9 @@ def test_check_prints_each_error_and_what_to_expect(copy, tmp_path):
     line = next(x for x in proc.stdout.splitlines() if x.strip().startswith("dL/dx"))
     assert float(line.split("relative error")[1].split()[0]) < 1e-8 and line.endswith("ok")
     assert not any(b.strip() in proc.stdout for n in (3, 4) for b in bodies[n] if b.strip())  # no answer shown
+    (good / "acmr_np" / "assignment" / "public.npz").unlink()
+    proc = run(good, "check", "4")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "public.npz is missing" in proc.stderr
 
 
 def test_a_copy_for_two_weeks_withholds_the_third_and_passes_once_filled(tmp_path):

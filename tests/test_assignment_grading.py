@@ -323,3 +323,16 @@ def test_grade_all_refuses_an_existing_results_folder_and_bad_input(graded, caps
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
     assert not (base / "r2").exists()
+
+
+def test_a_grading_process_that_cannot_start_is_reported_not_hidden(graded, monkeypatch):
+    """The server never runs hand-in code, but its machine can fail it (no NumPy on the
+    children's path, say): every exercise says so, with the server's own last line."""
+    from acmr_np.assignment import grade
+    _, base, _, _ = graded
+    stdlib = [p for p in isolate.child_path() if "site-packages" not in str(p) and "tests" not in str(p)]
+    monkeypatch.setattr(isolate, "child_path", lambda: stdlib)
+    grader = grade.Grader(grade.scope_from_selection(PLAN, ["3"]))
+    (r,) = grader.grade(base / "submissions" / "alt0")["exercises"]
+    assert r["status"] == ("error: the grading process stopped before this exercise finished "
+                           "(ModuleNotFoundError: No module named 'numpy')"), r["status"]

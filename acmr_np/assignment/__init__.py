@@ -14,6 +14,7 @@ Modules, each one idea:
   Derivation paragraphs) and the blocks a copy has instead;
 - make.py: writing a student copy and the teacher's manifest next to it;
 - probes.py, probes_model.py: what each exercise is run on, and what is compared;
+  draw.py: the inputs of the losses and the model, kept off kinks (teacher-side only);
 - judge.py: expected values from the reference, and the verdict of each check;
 - check.py: the public checks a student runs in their copy;
 - child.py, isolate.py: running a hand-in's functions in child processes;

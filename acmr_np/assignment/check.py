@@ -52,7 +52,10 @@ def _public(key, plan, number):
         inp = {k.split("/", 2)[2]: v for k, v in pick.items() if k.split("/")[1] == "in"}
         want = {k.split("/", 2)[2]: v for k, v in pick.items() if k.split("/")[1] == "want"}
         return inp, want
-    from .make import public_data  # only in the source checkout, which has the reference
+    try:
+        from .make import public_data  # only in the source checkout, which has the reference
+    except ImportError:
+        raise AssignmentError(f"{PUBLIC} is missing: take it from the copy as it was handed out") from None
     data = public_data(plan, [plan.by_number[number]])
     return ({k.split("/", 2)[2]: v for k, v in data.items() if k.split("/")[1] == "in"},
             {k.split("/", 2)[2]: v for k, v in data.items() if k.split("/")[1] == "want"})

@@ -135,7 +135,11 @@ def run_jobs(grader_dir, jobs, timeout, concurrency):
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
-    return {i: read_outcome(d, lines.get(i), timeout) for i, d in jobs}
+    why = ""
+    if len(lines) < len(jobs):  # the server itself failed (it runs no hand-in code): say why
+        log = (grader_dir / "server.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        why = log[-1][:300] if log else f"exit status {proc.returncode}"
+    return {i: read_outcome(d, lines.get(i), timeout, why) for i, d in jobs}
 
 
 def _excerpt(path):
@@ -151,13 +155,14 @@ def _excerpt(path):
         return ""
 
 
-def read_outcome(job, line, timeout):
+def read_outcome(job, line, timeout, server_failed=""):
     """The Outcome of a job from the files it left and its line from child.py."""
     job = Path(job)
     printed = _excerpt(job / "output.txt")
     seconds = (line or {}).get("seconds", 0.0)
     if line is None:
-        return Outcome("crash", "the grading process stopped before this exercise finished", printed=printed)
+        return Outcome("crash", "the grading process stopped before this exercise finished"
+                       + (f" ({server_failed})" if server_failed else ""), printed=printed)
     if line.get("timeout"):
         return Outcome("timeout", f"did not finish within {timeout:g} s (an endless loop?)", printed=printed,
                        seconds=seconds)
