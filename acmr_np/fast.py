@@ -76,6 +76,7 @@ def _fused(xp):
 
 
 def _make_fused(xp):
+    # BEGIN SOLUTION
     sqrt = xp.sqrt
 
     def adam(p, g, m, v, b1, one_minus_b1, b2, one_minus_b2, c1, c2, lr, eps):
@@ -105,6 +106,7 @@ def _make_fused(xp):
         adam_decay=xp.fuse(kernel_name="acmr_adam_decay")(adam_decay),
         sgd=xp.fuse(kernel_name="acmr_sgd")(sgd),
         penalty=xp.fuse(kernel_name="acmr_penalty")(penalty))
+    # END SOLUTION
 
 
 def _blocks(arrays, scratch):
@@ -132,6 +134,7 @@ class SGD(optim.SGD):
         self.scratch = {k: _scratch(p, 1) for k, p in params.items()}
 
     def step(self, grads):
+        # BEGIN SOLUTION
         self.check(grads)
         self.t += 1
         xp = get_array_module(next(iter(self.params.values())))
@@ -149,6 +152,7 @@ class SGD(optim.SGD):
                 v += g
                 xp.multiply(v, self.lr, out=s)   # lr * v
                 p -= s
+        # END SOLUTION
 
 
 class Adam(optim.Adam):
@@ -173,6 +177,7 @@ class Adam(optim.Adam):
         self.scratch = {k: _scratch(p, 3 if k in self.weight_decay else 2) for k, p in params.items()}
 
     def step(self, grads):
+        # BEGIN SOLUTION
         self.check(grads)
         self.t += 1
         b1, b2 = self.beta1, self.beta2
@@ -210,6 +215,7 @@ class Adam(optim.Adam):
                 s1 /= s2
                 p -= s1
         return penalty
+        # END SOLUTION
 
     def _fused_step(self, grads, c1, c2):
         """``step`` on CuPy: one kernel per parameter (the weight decay's penalised gradient
@@ -217,6 +223,7 @@ class Adam(optim.Adam):
         penalty's terms up. The updates are the blocked path's bit for bit; the penalty
         (only logged) is summed per parameter, where the CPU sums it per block: the same
         value up to rounding for parameters longer than a block."""
+        # BEGIN SOLUTION
         first = next(iter(self.params.values()))
         xp = get_array_module(first)
         fused = _fused(xp)
@@ -232,6 +239,7 @@ class Adam(optim.Adam):
             else:
                 fused.adam(p, grads[k], self.state["m"][k], self.state["v"][k], *constants)
         return fused.penalty(*terms) if terms else xp.zeros((), dtype=first.dtype)
+        # END SOLUTION
 
 
 class FastTrainer(Trainer):
@@ -246,12 +254,15 @@ class FastTrainer(Trainer):
     """
 
     def make_optimizers(self):
+        # BEGIN SOLUTION
         m, c = self.model, self.model.config
         decay = {name: 2.0 * c.l2 for name in m.l_reg_weights()} if c.l2 else None
         self.opt_emb = Adam(m.named("params", m.EMBEDDING_PARTS), lr=c.lr, weight_decay=decay)
         self.opt_adv = Adam(m.named("params", m.ADVERSARY_PARTS), lr=c.lr_adv or c.lr)
+        # END SOLUTION
 
     def train_step(self, img, txt, labels, noise, progress):
+        # BEGIN SOLUTION
         m = self.model
         lam = m.config.lam_at(progress)
         terms = m.loss_and_grads(img, txt, labels, noise, lam, l_reg=False)
@@ -260,6 +271,7 @@ class FastTrainer(Trainer):
             self.opt_adv.step(m.named("grads", m.ADVERSARY_PARTS))
         self.step_count += 1
         return terms, lam
+        # END SOLUTION
 
 
 def argsort_desc_float32(sim):

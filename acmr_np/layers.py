@@ -92,29 +92,34 @@ class Linear:
 
     def forward(self, x):
         _check_2d(x, self.in_dim, f"Linear({self.in_dim}, {self.out_dim})")
+        # BEGIN SOLUTION
         self.x = x
         y = x @ self.params["W"]
         y += self.params["b"]  # in place: no second (N, M) array
         return y
+        # END SOLUTION
 
     def backward(self, dout):
-        """dout (N, M) -> dx (N, D).
+        """dout (N, M) -> dx (N, D); fills grads["W"] (D, M) and grads["b"] (M,),
+        overwriting them. With ``input_grad`` False, dx is not computed and None is
+        returned.
 
-        y_nm = sum_d x_nd W_dm + b_m, hence
+        Derivation: y_nm = sum_d x_nd W_dm + b_m, hence
           dL/dW_dm = sum_n x_nd dout_nm   ->  dW = x^T dout      (D, M)
           dL/db_m  = sum_n dout_nm        ->  db = column sums   (M,)
           dL/dx_nd = sum_m dout_nm W_dm   ->  dx = dout W^T      (N, D)
         The products are written into the existing gradient arrays (out=...), so a
-        training step allocates no new parameter-sized arrays. With ``input_grad``
-        False, dx is not computed and None is returned.
+        training step allocates no new parameter-sized arrays.
         """
         if dout.shape != (self.x.shape[0], self.out_dim):
             raise ValueError(f"Linear({self.in_dim}, {self.out_dim}).backward: expected dout of shape "
                              f"{(self.x.shape[0], self.out_dim)}, got {tuple(dout.shape)}")
+        # BEGIN SOLUTION
         xp = get_array_module(dout)
         xp.matmul(self.x.T, dout, out=self.grads["W"])
         xp.sum(dout, axis=0, out=self.grads["b"])
         return dout @ self.params["W"].T if self.input_grad else None
+        # END SOLUTION
 
 
 class Tanh:
@@ -125,12 +130,16 @@ class Tanh:
         self.out = None
 
     def forward(self, x):
+        # BEGIN SOLUTION
         self.out = get_array_module(x).tanh(x)
         return self.out
+        # END SOLUTION
 
     def backward(self, dout):
+        # BEGIN SOLUTION
         # d tanh(x)/dx = 1 - tanh(x)^2: reuse the forward output, no second tanh.
         return dout * (1 - self.out * self.out)
+        # END SOLUTION
 
 
 class ReLU:
@@ -141,12 +150,16 @@ class ReLU:
         self.mask = None
 
     def forward(self, x):
+        # BEGIN SOLUTION
         self.mask = x > 0
         return x * self.mask
+        # END SOLUTION
 
     def backward(self, dout):
+        # BEGIN SOLUTION
         # The derivative is 1 where x > 0 and 0 elsewhere (we take 0 at the kink x = 0).
         return dout * self.mask
+        # END SOLUTION
 
 
 class Softmax:
@@ -163,21 +176,25 @@ class Softmax:
 
     def forward(self, x):
         _check_2d(x, None, "Softmax")
+        # BEGIN SOLUTION
         xp = get_array_module(x)
         # Subtracting the row maximum changes nothing mathematically (it cancels in the
         # ratio) but keeps exp() from overflowing for large logits.
         e = xp.exp(x - x.max(axis=1, keepdims=True))
         self.out = e / e.sum(axis=1, keepdims=True)
         return self.out
+        # END SOLUTION
 
     def backward(self, dout):
         """The Jacobian-vector product, dout (N, C) -> dx (N, C).
 
-        dp_ij/dx_ik = p_ij (delta_jk - p_ik), so
+        Derivation: dp_ij/dx_ik = p_ij (delta_jk - p_ik), so
           dx_ik = sum_j dout_ij p_ij (delta_jk - p_ik) = p_ik (dout_ik - sum_j dout_ij p_ij).
         """
+        # BEGIN SOLUTION
         p = self.out
         return p * (dout - (dout * p).sum(axis=1, keepdims=True))
+        # END SOLUTION
 
 
 class L2Normalize:
@@ -195,33 +212,36 @@ class L2Normalize:
 
     def forward(self, x):
         _check_2d(x, None, "L2Normalize")
+        # BEGIN SOLUTION
         xp = get_array_module(x)
         self.norm = xp.maximum(xp.sqrt((x * x).sum(axis=1, keepdims=True)), self.eps)
         self.out = x / self.norm
         return self.out
+        # END SOLUTION
 
     def backward(self, dout):
         """dout (N, D) -> dx (N, D).
 
-        dy_nj/dx_nk = (delta_jk - y_nj y_nk) / ||x_n||, so
+        Derivation: dy_nj/dx_nk = (delta_jk - y_nj y_nk) / ||x_n||, so
           dx_n = (dout_n - y_n (dout_n . y_n)) / ||x_n||:
         the part of dout along y_n is removed (moving along y_n changes no direction).
         """
+        # BEGIN SOLUTION
         y = self.out
         return (dout - y * (dout * y).sum(axis=1, keepdims=True)) / self.norm
+        # END SOLUTION
 
 
 class GradientReversal:
     """The gradient reversal layer (GRL) of Ganin & Lempitsky (2015).
 
-    forward: the identity, x (N, D) -> x.   backward: -lam * dout.
+    forward: the identity, x (N, D) -> x (N, D).
 
     Placed between the projectors and the modality classifier, it makes one ordinary
     backward pass serve both players of the minimax game (ACMR Eqs. 9-10): the
     modality classifier, after the GRL in the forward pass, descends on L_adv, while
-    every layer before it (the projectors) receives -lam * dL_adv, i.e. it ascends on
-    L_adv and learns to fool the classifier. This is not a derivative of any function of the forward pass,
-    which is why it is tested exactly, not numerically.
+    every layer before it (the projectors) ascends on L_adv, with strength ``lam``, and
+    learns to fool the classifier.
     ``lam`` is a plain attribute so a schedule can change it between steps.
     """
 
@@ -230,7 +250,16 @@ class GradientReversal:
         self.lam = float(lam)
 
     def forward(self, x):
+        # BEGIN SOLUTION
         return x
+        # END SOLUTION
 
     def backward(self, dout):
+        """dout (N, D) -> dx (N, D).
+
+        Derivation: backward returns -lam * dout. This is not a derivative of any
+        function of the forward pass, which is why it is tested exactly, not numerically.
+        """
+        # BEGIN SOLUTION
         return -self.lam * dout
+        # END SOLUTION

@@ -71,14 +71,12 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent with (heavy-ball) momentum:
-
-      v <- momentum * v + g
-      p <- p - lr * v
+    """Stochastic gradient descent with (heavy-ball) momentum.
 
     The velocity v is a running sum of past gradients, each one weighted by a further
-    factor ``momentum`` per step: steps along a direction the gradients agree on grow
-    up to 1 / (1 - momentum) times, while gradients that flip sign cancel.
+    factor ``momentum`` per step, and each step moves the parameter by lr times the
+    velocity, downhill: steps along a direction the gradients agree on grow up to
+    1 / (1 - momentum) times, while gradients that flip sign cancel.
     momentum = 0 gives plain SGD.
     """
     slots = ("velocity",)
@@ -90,7 +88,12 @@ class SGD(Optimizer):
         self.momentum = float(momentum)
 
     def step(self, grads):
-        """Update every parameter in place with its gradient in ``grads``."""
+        """Update every parameter in place with its gradient in ``grads``.
+
+        Derivation:
+          v <- momentum * v + g
+          p <- p - lr * v
+        """
         self.check(grads)
         self.t += 1
         for k, p in self.params.items():
@@ -103,17 +106,10 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba, 2015, Algorithm 1):
-
-      m <- b1 m + (1 - b1) g              moving average of the gradient
-      v <- b2 v + (1 - b2) g^2            moving average of its square
-      m_hat = m / (1 - b1^t),  v_hat = v / (1 - b2^t)
-      p <- p - lr m_hat / (sqrt(v_hat) + eps)
-
-    Derivation: m and v start at zero, so after t steps they are averages whose weights
-    sum to 1 - b1^t and 1 - b2^t, not to 1; dividing by those sums (the bias
-    correction) makes m_hat and v_hat unbiased estimates from the first step on.
-    Each parameter's step is about lr in size, whatever the scale of its gradient.
+    """Adam (Kingma & Ba, 2015, Algorithm 1): steps along a moving average of the
+    gradient, divided by the square root of a moving average of its square, both
+    averages bias-corrected; ``eps`` is added to that square root. Each parameter's step
+    is about lr in size, whatever the scale of its gradient.
     """
     slots = ("m", "v")
 
@@ -126,7 +122,17 @@ class Adam(Optimizer):
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
 
     def step(self, grads):
-        """Update every parameter in place with its gradient in ``grads``."""
+        """Update every parameter in place with its gradient in ``grads``.
+
+        Derivation:
+          m <- b1 m + (1 - b1) g              moving average of the gradient
+          v <- b2 v + (1 - b2) g^2            moving average of its square
+          m_hat = m / (1 - b1^t),  v_hat = v / (1 - b2^t)
+          p <- p - lr m_hat / (sqrt(v_hat) + eps)
+        m and v start at zero, so after t steps they are averages whose weights sum to
+        1 - b1^t and 1 - b2^t, not to 1; dividing by those sums (the bias correction)
+        makes m_hat and v_hat unbiased estimates from the first step on.
+        """
         self.check(grads)
         self.t += 1
         b1, b2 = self.beta1, self.beta2

@@ -55,7 +55,7 @@ choosing: ``fit_select`` does not receive it.
 
 Multi-label data (labels as 0/1 rows y_i (c,), at least one 1 each). We keep ONE softmax
 per modality and fit it to the normalised label vectors t_i = y_i / sum(y_i), i.e. (P3)
-with the data term -(1/n) sum_i t_i . log P_i (losses.softmax_label_cross_entropy,
+with the data term -(1/n) sum_i t_i . log P_i (label_losses.softmax_label_cross_entropy,
 dJ/dZ = (P - T) / n in (P4)): the form of ACMR's default L_imd, so the baseline and the
 model learn from the labels in the same way, and the embedding stays a probability
 vector over the labels, compared by cosine as before. (The alternative, one logistic
@@ -73,7 +73,8 @@ import scipy.optimize
 from .backend import to_host
 from .cca import _as_features
 from .errors import InputError
-from .losses import softmax_cross_entropy, softmax_label_cross_entropy
+from .label_losses import softmax_label_cross_entropy
+from .losses import softmax_cross_entropy
 from .metrics import paired_map
 
 # The reg tried on validation: six decades. On standardised features the data term's
@@ -126,7 +127,7 @@ def objective(weight, bias, x, labels, reg):
     weight (d, c), bias (c,), x (n, d) standardised features, labels (n,) in 0..c-1
     or 0/1 label rows (n, c), reg >= 0  ->  (J as a float, dJ/dW (d, c), dJ/db (c,)).
     The data term and dJ/dZ (P4) come from losses.softmax_cross_entropy (label rows:
-    losses.softmax_label_cross_entropy, against y_i / sum(y_i)).
+    label_losses.softmax_label_cross_entropy, against y_i / sum(y_i)).
     """
     xent = softmax_label_cross_entropy if labels.ndim == 2 else softmax_cross_entropy
     data_loss, dlogits = xent(x @ weight + bias, labels)                    # (P1), (P4)

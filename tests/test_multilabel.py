@@ -14,7 +14,7 @@ import pytest
 import scipy.io
 
 import acmr_np
-from acmr_np import losses, triplets
+from acmr_np import label_losses, losses, triplets
 from acmr_np.datasets import PairedDataset, encode_labels, iterative_stratified_split
 from acmr_np.errors import InputError
 from acmr_np.formats import load_dataset, load_split
@@ -248,8 +248,8 @@ def _sigmoid_loop(z, y):
     return total / z.shape[0]
 
 
-@pytest.mark.parametrize("loss, loop", [(losses.softmax_label_cross_entropy, _softmax_label_loop),
-                                        (losses.sigmoid_cross_entropy, _sigmoid_loop)])
+@pytest.mark.parametrize("loss, loop", [(label_losses.softmax_label_cross_entropy, _softmax_label_loop),
+                                        (label_losses.sigmoid_cross_entropy, _sigmoid_loop)])
 def test_label_losses_against_a_loop_and_numerical_gradients(loss, loop, logits_and_rows):
     z, y = logits_and_rows
     value, grad = loss(z, y)
@@ -269,7 +269,7 @@ def test_softmax_on_one_hot_rows_is_the_single_label_loss(logits_and_rows):
     z, _ = logits_and_rows
     ids = np.array([3, 0, 6, 2, 2])
     a, da = losses.softmax_cross_entropy(z, ids)
-    b, db = losses.softmax_label_cross_entropy(z, np.eye(C, dtype=np.uint8)[ids])
+    b, db = label_losses.softmax_label_cross_entropy(z, np.eye(C, dtype=np.uint8)[ids])
     assert float(a) == pytest.approx(float(b), rel=1e-15)
     np.testing.assert_allclose(da, db, rtol=0, atol=1e-16)
 
@@ -278,11 +278,11 @@ def test_softmax_on_one_hot_rows_is_the_single_label_loss(logits_and_rows):
 def test_label_losses_are_stable_for_huge_logits():
     z = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 3.0]])
     y = np.array([[1, 1, 0], [1, 0, 0]])
-    loss, grad = losses.softmax_label_cross_entropy(z, y)
+    loss, grad = label_losses.softmax_label_cross_entropy(z, y)
     # row 0: t = (1/2, 1/2, 0), log p = (0, -2e4, -1e4); row 1: t = (1, 0, 0), log p_0 = -2e4
     assert float(loss) == pytest.approx((1e4 + 2e4) / 2)
     np.testing.assert_allclose(grad, [[0.25, -0.25, 0], [-0.5, 0.5, 0]], atol=1e-12)
-    loss, grad = losses.sigmoid_cross_entropy(z, y)
+    loss, grad = label_losses.sigmoid_cross_entropy(z, y)
     # softplus(z) - y z: row 0: 0 + 1e4 + ln 2; row 1: 1e4 + 1e4 + softplus(3)
     assert float(loss) == pytest.approx((1e4 + math.log(2) + 2e4 + math.log1p(math.exp(3))) / 2, rel=1e-12)
     s3 = 1 / (1 + math.exp(-3))
@@ -292,7 +292,7 @@ def test_label_losses_are_stable_for_huge_logits():
 
 def test_label_losses_keep_float32_and_refuse_bad_rows(logits_and_rows):
     z, y = logits_and_rows
-    for loss in (losses.softmax_label_cross_entropy, losses.sigmoid_cross_entropy):
+    for loss in (label_losses.softmax_label_cross_entropy, label_losses.sigmoid_cross_entropy):
         value, grad = loss(z.astype(np.float32), y)
         assert grad.dtype == np.float32 and value.dtype == np.float32
         with pytest.raises(ValueError, match=r"expected a label matrix of the logits' shape \(5, 7\)"):
@@ -300,7 +300,7 @@ def test_label_losses_keep_float32_and_refuse_bad_rows(logits_and_rows):
         with pytest.raises(ValueError, match="must hold only 0 and 1"):
             loss(z, 2 * y)
     with pytest.raises(ValueError, match="every row of the label matrix needs at least one 1"):
-        losses.softmax_label_cross_entropy(z, np.where(np.arange(N)[:, None] == 2, 0, y))
+        label_losses.softmax_label_cross_entropy(z, np.where(np.arange(N)[:, None] == 2, 0, y))
 
 
 # ---- the model: the whole objective with label rows ------------------------------------------

@@ -1,0 +1,199 @@
+"""The grading child: runs a hand-in's functions and sends back only arrays.
+
+Started by isolate.py, never imported by the grader:
+
+    python -I -S -B child.py CONFIG.json        # reads job folders on stdin, one per line
+
+It runs with a sys.path of its own (CONFIG's ``path``: the standard library and the
+site folders, with the teacher's acmr_np left out), imports NumPy and the probes once,
+and then, for each job, forks a process that
+
+- starts a session of its own (so that it and anything it starts can be killed together),
+  sets its limits (address space, size of files written, no core dumps), sends its
+  stdout and stderr to JOB/output.txt and reads stdin from /dev/null;
+- imports ``acmr_np`` from JOB/tree (the hand-in's code, the reference for what the
+  exercise builds on) and checks that every acmr_np module came from there;
+- runs the exercise's probe on JOB/inputs.npz and writes JOB/outputs.npz (arrays only,
+  no pickles) and JOB/result.json, or JOB/result.json with the exception that stopped it.
+
+This process only forks and waits: no hand-in code ever runs in it. It kills a job
+that runs past its time, with everything the job started, and writes one line per
+finished job to stdout: {"id", "exit", "signal", "timeout", "seconds"}. Where fork is
+missing (Windows), each job is a new process instead (slower; same protocol).
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+
+def _setup(config):
+    sys.path[:] = config["path"]
+    sys.path.insert(0, config["grader"])   # _acmr_probes: the probes, copied out of the package
+    # What every job needs, imported once here so that each fork starts with it: NumPy,
+    # and the standard-library modules the package's core modules import. No hand-in
+    # code runs in this process.
+    import argparse, dataclasses, io, math  # noqa: E401, F401
+    import numpy
+    buf = io.BytesIO()  # np.savez and np.load import zipfile and more on first use: here, once
+    numpy.savez(buf, x=numpy.zeros(1))
+    buf.seek(0)
+    numpy.load(buf, allow_pickle=False)["x"]
+    from _acmr_probes import probes
+    return probes.table()
+
+
+def _write_json(path, obj):
+    # No temporary name and rename: the parent reads only after this process has ended,
+    # and a half-written file (the process killed while writing) does not parse.
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f)
+
+
+def _innermost(exc, tree):
+    """(file relative to the tree, line) of the innermost frame in the tree, or None."""
+    tb, found = exc.__traceback__, None
+    while tb is not None:
+        path = os.path.abspath(tb.tb_frame.f_code.co_filename)
+        if path.startswith(tree + os.sep):
+            found = (os.path.relpath(path, tree).replace(os.sep, "/"), tb.tb_lineno)
+        tb = tb.tb_next
+    return found
+
+
+def _limits(config):
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return
+    vm = 0
+    try:
+        with open("/proc/self/status") as f:
+            vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+    except (OSError, StopIteration, ValueError):
+        pass
+    for name, value in (("RLIMIT_AS", vm + config["memory_mb"] * 2 ** 20),
+                        ("RLIMIT_FSIZE", config["output_mb"] * 2 ** 20),
+                        ("RLIMIT_CORE", 0), ("RLIMIT_CPU", int(config["timeout"]) + 2)):
+        if hasattr(resource, name):
+            try:
+                resource.setrlimit(getattr(resource, name), (value, value))
+            except (ValueError, OSError):
+                pass  # a limit the system does not allow lowering: the wall-clock timeout still holds
+
+
+def run_job(job, table):
+    """Run one job in this (already isolated) process and write its result files."""
+    import numpy as np
+    tree = os.path.join(job, "tree")
+    result = {"status": "ok"}
+    try:
+        with open(os.path.join(job, "job.json"), encoding="utf-8") as f:
+            key = json.load(f)["key"]
+        with np.load(os.path.join(job, "inputs.npz"), allow_pickle=False) as data:
+            inputs = {k: data[k] for k in data.files}
+        sys.path.insert(0, tree)
+        from _acmr_probes import probes
+        raw = table[key].run(probes.Package(), inputs)
+        outside = sorted(m for m, mod in list(sys.modules.items()) if (m == "acmr_np" or m.startswith("acmr_np."))
+                         and not os.path.abspath(getattr(mod, "__file__", None) or tree).startswith(tree + os.sep))
+        if outside:
+            raise ImportError(f"{outside[0]} was imported from outside the hand-in's copy; the grader only "
+                              f"runs the hand-in's own package")
+        arrays = {k: np.asarray(v, dtype=np.float64) for k, v in raw.items()}  # None, say: TypeError
+        with open(os.path.join(job, "outputs.npz"), "wb") as f:
+            np.savez(f, **arrays)
+    except BaseException as exc:  # anything: SystemExit and KeyboardInterrupt included
+        result = {"status": "error", "type": type(exc).__name__, "message": str(exc)[:2000],
+                  "where": _innermost(exc, tree)}
+    _write_json(os.path.join(job, "result.json"), result)
+
+
+def _child(job, config, table):
+    """In the forked process: isolate, run, and never return."""
+    code = 0
+    try:
+        os.setsid()
+        _limits(config)
+        out = os.open(os.path.join(job, "output.txt"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.closerange(3, 256)
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        run_job(job, table)
+    except BaseException:
+        code = 3
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BaseException:
+            pass
+        os._exit(code)
+
+
+def _kill_group(pid):
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError, OSError):
+        pass
+
+
+def serve(config):
+    table = _setup(config)
+    jobs = [json.loads(line) for line in sys.stdin if line.strip()]
+    timeout, width = config["timeout"], max(1, config["jobs"])
+    running = {}   # pid -> (job, start)
+    todo = list(reversed(jobs))
+    while todo or running:
+        while todo and len(running) < width:
+            job = todo.pop()
+            if hasattr(os, "fork"):
+                pid = os.fork()
+                if pid == 0:
+                    _child(job["dir"], config, table)
+                running[pid] = (job, time.monotonic())
+            else:  # Windows: one process per job
+                t0 = time.monotonic()
+                cmd = [sys.executable, "-I", "-S", "-B", os.path.abspath(__file__), "job", job["dir"]]
+                try:
+                    p = subprocess.run(cmd, input=json.dumps(config), text=True, timeout=timeout,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    line = {"exit": p.returncode, "signal": None, "timeout": False}
+                except subprocess.TimeoutExpired:
+                    line = {"exit": None, "signal": None, "timeout": True}
+                _report(job, line, t0)
+        pid, status = os.waitpid(-1, os.WNOHANG) if running else (0, 0)
+        if pid:
+            job, t0 = running.pop(pid)
+            _kill_group(pid)  # anything the job started and left behind
+            _report(job, {"exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+                          "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+                          "timeout": False}, t0)
+            continue
+        now = time.monotonic()
+        for pid, (job, t0) in list(running.items()):
+            if now - t0 > timeout:
+                _kill_group(pid)
+                os.waitpid(pid, 0)
+                running.pop(pid)
+                _report(job, {"exit": None, "signal": None, "timeout": True}, t0)
+        time.sleep(0.003)
+
+
+def _report(job, line, t0):
+    line.update(id=job["id"], seconds=round(time.monotonic() - t0, 3))
+    sys.stdout.write(json.dumps(line) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "job":  # the Windows path: one job in this process
+        cfg = json.loads(sys.stdin.read())
+        run_job(sys.argv[2], _setup(cfg))
+    else:
+        serve(json.load(open(sys.argv[1], encoding="utf-8")))
