@@ -464,7 +464,7 @@ print(f"\nResult: every term's gradient of ACMR reproduced with its layers and c
 #    2 l2 W. Check every gradient against `model.loss_and_grads(img, txt, labels, noise,
 #    lam)` with the weights of `cfg`. Measured with our solution: the largest relative
 #    error over all parameters is 0 (the same operations in the same order give the same
-#    bits; anything below 1e-12 is right). This is the classroom assignment's exercise 14
+#    bits; anything below 1e-12 is right). This is the classroom assignment's exercise 25
 #    (docs/TEACHING.md).
 # 2. **Switch terms off.** Train with `ACMRConfig(lam=0.0)`, `ACMRConfig(alpha=0.0)` and
 #    `ACMRConfig(beta=0.0)` for 10 epochs. Measured test mAP@all (average): 0.393, 0.393
