@@ -183,9 +183,9 @@ class ACMRConfig(_Settings):
 @dataclass(frozen=True)
 class TrainConfig(_Settings):
     """The run around the model: how long, in what batches, from which seed, where."""
-    epochs: "int" = _setting(30, "the maximum number of passes over the training pairs (the lambda ramp "
+    epochs: "int" = _setting(300, "the maximum number of passes over the training pairs (the lambda ramp "
                              "runs over all of them)", minimum=1)
-    patience: "int" = _setting(0, "early stopping: stop after this many epochs without a better validation "
+    patience: "int" = _setting(50, "early stopping: stop after this many epochs without a better validation "
                                "mAP (0: never stop early)", minimum=0)
     batch_size: "int" = _setting(64, "pairs per mini-batch", minimum=2)
     seed: "int" = _setting(0, "seeds everything: initial weights, batches, triplets, the validation split "
