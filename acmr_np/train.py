@@ -12,41 +12,31 @@ metrics.json, config.json (the settings, for reading), checkpoint.npz (the run's
 settings and state: what --resume and --eval-only read). Every file is written atomically.
 The training itself is acmr_np.training; this module is the command line around it.
 """
-import contextlib
-import dataclasses
 import json
 import os
-import re
 import sys
-import time
 
 import numpy
 
 from . import checkpoint
 from .backend import get_backend
-from .cli import (ArgumentParser, Interrupted, claim_folder, deferred_interrupts, lock_folder, run_main,
-                  describe_error)
+from .cli import ArgumentParser, Interrupted, deferred_interrupts, describe_error, run_main
 from .config import ACMRConfig, TrainConfig
 from .errors import InputError
-from .files import TMP_PREFIX, write_json
+from .files import write_json
 from .formats import load_dataset
 from .metrics import relevance_protocol
 from .model import ACMR
 from .plots import make_run_figures, require_matplotlib  # matplotlib itself loads lazily
 from .report import format_epoch, format_table
+from .runs import CHECKPOINT, CONFIG, METRICS, claim_out, discard, resume
 from .training import Training, evaluate
 
 PROG = "python -m acmr_np.train"
-METRICS, CONFIG, CHECKPOINT = "metrics.json", "config.json", checkpoint.CHECKPOINT
-# the temporary of an atomic write (files.atomic_write) of a file a run writes, left by a killed process
-ORPHAN = re.compile(re.escape(TMP_PREFIX) + r"[a-z0-9_]{8}(checkpoint\.npz|config\.json|metrics\.json|examples\.txt"
-                    r"|[a-z_]+\.png)$")
 
 
 # ---- the command line -----------------------------------------------------------------
 
-RUN_FLAGS = ("data", "out", "plots", "config")  # besides the configurations' flags, what a new run takes
-RESUME_FLAGS = ("backend", "epochs")  # the configurations' flags --resume takes (and --override-lr)
 
 
 def build_parser():
@@ -76,41 +66,6 @@ def build_parser():
     r.add_argument("--checkpoint", default=None, metavar="PATH",
                    help="for --eval-only: a run folder, its checkpoint.npz, or a model file")
     return p
-
-
-def _has_run(names):
-    return CHECKPOINT in names
-
-
-def _claim_out(out):
-    """Claim the output folder (default: a new one under runs/) for this run: a FolderLock."""
-    if out is not None:
-        return claim_folder(out, hint=f", or continue its run with --resume {out}", resumable=_has_run)
-    base = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
-    os.makedirs("runs", exist_ok=True)
-    for i in range(1, 1000):
-        out = base if i == 1 else f"{base}-{i}"
-        try:
-            os.mkdir(out)  # atomic: two runs started in the same second get different folders
-        except FileExistsError:
-            continue
-        lock = claim_folder(out)
-        lock.created = True
-        return lock
-    raise InputError(f"cannot find a free folder name {base}-N under runs/; give --out")
-
-
-def _discard(lock):
-    """Remove what a run wrote into its folder before it saved anything worth keeping (its
-    config.json, unfinished temporaries), the lock, and the folder itself if the run made it."""
-    for name in os.listdir(lock.folder):
-        if name == CONFIG or name.startswith(TMP_PREFIX):
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(lock.folder, name))
-    lock.release()
-    if lock.created:
-        with contextlib.suppress(OSError):
-            os.rmdir(lock.folder)
 
 
 def _settings(cls, args, base=None):
@@ -173,7 +128,7 @@ def _evaluate_only(args):
                              f"but {data.name} has {key}={have}")
     if run and data.fingerprint() != meta["data"]:
         print(f"note: {data.name} is not the data set the checkpoint was trained on")
-    lock = _claim_out(args.out) if args.out else None
+    lock = claim_out(args.out) if args.out else None
     done = False
     try:
         metrics = evaluate(model, data.test)
@@ -192,148 +147,9 @@ def _evaluate_only(args):
         print(format_table(metrics, len(data.test), title=f"test on {data.name}"))
     finally:
         if lock and not done:
-            _discard(lock)
+            discard(lock)
         elif lock:
             lock.release()
-
-
-def _given_flags(args):
-    """The flags given on the command line that --resume does not take."""
-    flags = [f"--{k}" for k in RUN_FLAGS if getattr(args, k) is not None]
-    flags += [ACMRConfig.flag(k) for k in ACMRConfig.given(args)]
-    flags += [TrainConfig.flag(k) for k in TrainConfig.given(args) if k not in RESUME_FLAGS]
-    flags += ["--checkpoint"] * (args.checkpoint is not None)
-    return flags
-
-
-def _changes(args, out, meta, config, train):
-    """What this --resume changes (--epochs, --override-lr, --backend): (change, config,
-    train), where change is {} or {"after_epoch": E, name: [old, new], ...}."""
-    done, change = meta["epoch"], {}
-    if args.epochs is not None and args.epochs != train.epochs:
-        if args.epochs < done:
-            raise InputError(f"--resume {out}: --epochs {args.epochs} is below the {done} epochs this run has "
-                             f"already trained; give at least {done}")
-        change["epochs"] = [train.epochs, args.epochs]
-    if args.override_lr is not None and args.override_lr != config.lr:
-        change["lr"] = [config.lr, args.override_lr]
-    if args.backend is not None and args.backend != train.backend:
-        change["backend"] = [train.backend, args.backend]
-    try:
-        if "lr" in change:
-            config = dataclasses.replace(config, lr=args.override_lr)
-        train = dataclasses.replace(train, **{k: change[k][1] for k in ("epochs", "backend") if k in change})
-    except (TypeError, ValueError) as exc:
-        raise InputError(str(exc).replace("ACMRConfig: lr ", "--override-lr ")
-                         .replace("TrainConfig: epochs ", "--epochs ")) from None
-    left = train.epochs - done
-    if not left and os.path.exists(os.path.join(out, METRICS)):
-        raise InputError(f"--resume {out}: this run has finished (epoch {done} of {train.epochs}; {METRICS} is "
-                         f"written), so there is nothing to resume; to train it further, give a new length: "
-                         f"--resume {out} --epochs N with N > {done}")
-    if not left and "lr" in change:
-        raise InputError(f"--resume {out}: --override-lr has no epoch left to act on (epoch {done} of "
-                         f"{train.epochs}); add --epochs N with N > {done} to train further")
-    return ({"after_epoch": done, **change} if change else {}), config, train
-
-
-def _resume(args):
-    """The run in --resume DIR, locked and rebuilt from its checkpoint: (training, lock, run)."""
-    given = _given_flags(args)
-    if given:
-        raise InputError(f"--resume continues a run with the settings saved in it; remove "
-                         f"{', '.join(given)} (only --backend, --epochs and --override-lr may be given)")
-    out = args.resume
-    path = os.path.join(out, CHECKPOINT)
-    if not os.path.isdir(out):
-        raise InputError(f"--resume {out}: no such run folder")
-    lock = lock_folder(out)  # before anything is read: a running process may be writing
-    try:
-        if lock.previous:
-            pid, host = lock.previous
-            print(f"note: the lock of process {pid}, which no longer runs (killed?), is taken over")
-        orphans = [n for n in os.listdir(out) if ORPHAN.match(n)] if os.path.isfile(os.path.join(out, CONFIG)) else []
-        for name in orphans:  # nobody else writes here while we hold the lock: a killed process's
-            os.unlink(os.path.join(out, name))
-        if orphans:
-            print(f"note: removed {len(orphans)} unfinished temporary file(s) of a killed process: "
-                  f"{', '.join(orphans)}")
-        if not os.path.isfile(path):
-            raise InputError(f"--resume {out}: no {CHECKPOINT} there: the run stopped before saving its first "
-                             f"epoch, so there is nothing to resume; remove the folder (rm -r {out}) and start "
-                             f"the run again")
-        meta, arrays = checkpoint.read(path)
-        config, train = checkpoint.run_settings(meta, path)
-        try:
-            with open(os.path.join(out, CONFIG)) as f:
-                written = json.load(f)
-            if not isinstance(written, dict) or not all(isinstance(written.get(k, {}), dict)
-                                                        for k in ("model", "train")):
-                raise ValueError("not a JSON object with model and train settings")
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{os.path.join(out, CONFIG)}: not a readable run configuration ({exc})") from None
-        saved = {"model": meta["model"], "train": meta["train"]}
-        differs = sorted(f"{part}.{k}" for part in saved
-                         for k in set(saved[part]) | set(written.get(part) or {})
-                         if (written.get(part) or {}).get(k) != saved[part].get(k))
-        if differs and _interrupted_change(meta, written, differs):
-            # killed between the two writes of a change (_record): config.json is one step behind
-            written = {**written, "model": meta["model"], "train": meta["train"], "changes": meta["changes"]}
-            write_json(os.path.join(out, CONFIG), written)
-            print(f"note: {CONFIG} lacked the last change recorded in {CHECKPOINT} ({', '.join(differs)}); "
-                  f"written again from it")
-        elif differs:
-            raise InputError(f"--resume {out}: {CONFIG} differs from the settings saved in {CHECKPOINT} "
-                             f"({', '.join(differs)}); a run continues with its own settings only (a change "
-                             f"is made with --epochs or --override-lr, and recorded)")
-        change, config, train = _changes(args, out, meta, config, train)
-        source = meta["source"]
-        data = load_dataset(source.get("data"), seed=train.seed, val_fraction=train.val_fraction)
-        if data.fingerprint() != meta["data"]:
-            raise InputError(f"--resume {out}: the data ({data.name}) is not the data this run was trained on")
-        training = Training(data, config, train)
-        checkpoint.restore_run(training, meta, arrays, path)
-        if change:
-            training.changes.append(change)
-            _record(out, training, source, written, change)
-        return training, lock, {"data": source.get("data"), "plots": bool(written.get("plots", False))}
-    except BaseException:
-        lock.release()
-        raise
-
-
-CHANGED = {"epochs": ("train", "epochs"), "backend": ("train", "backend"), "lr": ("model", "lr")}
-
-
-def _interrupted_change(meta, written, differs):
-    """Whether config.json differs from the checkpoint only by the checkpoint's last change,
-    holding the values from before it: what a kill between _record's two writes leaves."""
-    changes = meta.get("changes") or []
-    if not changes or written.get("changes", []) != changes[:-1]:
-        return False
-    last = changes[-1]
-    fields = {f"{part}.{key}": last[name][0] for name, (part, key) in CHANGED.items() if name in last}
-    return set(differs) <= set(fields) and all(
-        written.get(f.split(".")[0], {}).get(f.split(".")[1]) == old for f, old in fields.items() if f in differs)
-
-
-def _record(out, training, source, written, change):
-    """Write a --resume's change into the run at once (checkpoint, then config.json, with
-    signals held back between the two), and put aside the metrics of a finished run that
-    is being extended."""
-    done = change["after_epoch"]
-    with deferred_interrupts():
-        checkpoint.save_run(os.path.join(out, CHECKPOINT), training, source=source)
-        write_json(os.path.join(out, CONFIG), {**written, "model": training.config.to_dict(),
-                                               "train": training.train.to_dict(), "changes": training.changes})
-        if os.path.exists(os.path.join(out, METRICS)):
-            os.replace(os.path.join(out, METRICS), os.path.join(out, f"metrics-epoch{done}.json"))
-            print(f"note: the metrics of the run as it was after epoch {done} are now metrics-epoch{done}.json")
-    words = {"epochs": "epochs", "lr": "learning rate", "backend": "backend"}
-    print("changed from epoch " + str(done + 1) + ": " + ", ".join(
-        f"{words[k]} {change[k][0]} -> {change[k][1]}" for k in words if k in change)
-        + (" (lambda's ramp now spans the new length)" if "epochs" in change
-           and training.config.lam_schedule == "dann" else ""))
 
 
 def _kept(out, saved):
@@ -346,7 +162,7 @@ def _train(args):
     if args.override_lr is not None and not args.resume:
         raise InputError("--override-lr is for --resume (a new run takes --lr)")
     if args.resume:
-        training, lock, run = _resume(args)
+        training, lock, run = resume(args)
         out = lock.folder
         print(f"resuming {out} after epoch {training.epoch} on backend {training.train.backend}")
     else:
@@ -360,7 +176,7 @@ def _train(args):
             training = Training(data, config, train)
         except ValueError as exc:
             raise InputError(str(exc).replace("batch_size", "--batch-size")) from None
-        lock = _claim_out(args.out)
+        lock = claim_out(args.out)
         out = lock.folder
     try:
         if not args.resume:
@@ -370,7 +186,7 @@ def _train(args):
         return _run(training, out, run, fresh=not args.resume)
     except BaseException:
         if not args.resume and not os.path.exists(os.path.join(out, CHECKPOINT)):
-            _discard(lock)  # nothing worth keeping: the same command can be run again
+            discard(lock)  # nothing worth keeping: the same command can be run again
         raise
     finally:
         lock.release()

@@ -118,7 +118,7 @@ def _csv(rows):
 def command_line(config, settings):
     """The python -m acmr_np.train command that trains ``config`` with the search's data
     and training settings."""
-    d, parts = ACMRConfig().to_dict(), [f"python -m acmr_np.train"]
+    d, parts = ACMRConfig().to_dict(), ["python -m acmr_np.train"]
     if settings["data"]:
         parts.append(f"--data {settings['data']}")
     for k, v in settings["train"].items():
