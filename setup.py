@@ -11,7 +11,7 @@ setup(
     # the exercises' plan; in a student copy also the public checks' numbers
     package_data={"acmr_np.assignment": ["plan.json", "public.npz"]},
     python_requires=">=3.9",
-    install_requires=["numpy>=1.22", "scipy>=1.8"],
+    install_requires=["numpy>=1.22", "scipy>=1.8", "threadpoolctl>=3.1"],  # threadpoolctl: --threads
     extras_require={
         "gpu": ["cupy-cuda12x"],
         "h5": ["h5py>=3"],

@@ -166,9 +166,15 @@ def _check_run_meta(path, meta):
         numpy.random.PCG64().state = meta["rng"]   # the state itself is set in restore_run
     except (TypeError, ValueError, KeyError, OverflowError) as exc:
         raise _bad(path, f"its random generator state is not a PCG64 state ({type(exc).__name__}: {exc})") from None
-    data = meta["source"].get("data")
-    if data is not None and not isinstance(data, str):
-        raise _bad(path, f"its meta record names its data {data!r}; expected a path or null")
+    for key in ("data", "train", "val", "test"):  # where the data came from (runs.SOURCE_KEYS)
+        data = meta["source"].get(key)
+        if data is not None and not isinstance(data, str):
+            raise _bad(path, f"its meta record names its {'data' if key == 'data' else key + ' file'} {data!r}; "
+                             f"expected a path or null")
+    keys = meta["source"].get("keys")
+    if keys is not None and not (isinstance(keys, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                                                 for k, v in keys.items())):
+        raise _bad(path, f"its meta record has malformed data keys {keys!r}")
     for key, types in _OPTIONAL.items():
         if key in meta and (isinstance(meta[key], bool) or not isinstance(meta[key], types)):
             raise _bad(path, f"its meta record has a mistyped field {key!r}")

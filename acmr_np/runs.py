@@ -24,10 +24,30 @@ from .formats import load_dataset
 from .training import Training
 
 METRICS, CONFIG, CHECKPOINT = "metrics.json", "config.json", checkpoint.CHECKPOINT
+HISTORY, EMBEDDINGS = "history.json", "embeddings.npz"
 # the temporary of an atomic write (files.atomic_write) of a file a run writes, left by a killed process
 ORPHAN = re.compile(re.escape(TMP_PREFIX) + r"[a-z0-9_]{8}(checkpoint\.npz|config\.json|metrics\.json|history\.json"
                     r"|embeddings\.npz|examples\.txt|[a-z_]+\.png)$")
-RUN_FLAGS = ("data", "out", "plots", "config")  # besides the configurations' flags, what a new run takes
+RUN_FLAGS = ("data", "train_file", "val_file", "test_file", "keys", "out", "plots", "config", "save_embeddings")
+# (besides the configurations' flags, what a new run takes)
+SOURCE_KEYS = ("data", "train", "val", "test", "keys")  # where a run's data came from (config.json, checkpoint)
+
+
+def source_of(args):
+    """Where the command line's data comes from, as a run records it: absolute paths of
+    --data or of --train-file/--val-file/--test-file, and --keys as a dict (None if not given)."""
+    from .formats import parse_keys
+    paths = {"data": args.data, "train": args.train_file, "val": args.val_file, "test": args.test_file}
+    out = {k: os.path.abspath(v) if v else None for k, v in paths.items()}
+    out["keys"] = parse_keys(args.keys) if args.keys else None
+    return out
+
+
+def load_source(source, train):
+    """The PairedDataset a run's ``source`` names, split with ``train``'s seed and fraction."""
+    return load_dataset(source.get("data"), seed=train.seed, val_fraction=train.val_fraction,
+                        keys=source.get("keys"), train=source.get("train"), val=source.get("val"),
+                        test=source.get("test"))
 RESUME_FLAGS = ("backend", "epochs")  # the configurations' flags --resume takes (and --override-lr)
 
 
@@ -157,7 +177,7 @@ def resume(args):
                              f"is made with --epochs or --override-lr, and recorded)")
         change, config, train = changes(args, out, meta, config, train)
         source = meta["source"]
-        data = load_dataset(source.get("data"), seed=train.seed, val_fraction=train.val_fraction)
+        data = load_source(source, train)
         if data.fingerprint() != meta["data"]:
             raise InputError(f"--resume {out}: the data ({data.name}) is not the data this run was trained on")
         training = Training(data, config, train)
@@ -165,7 +185,8 @@ def resume(args):
         if change:
             training.changes.append(change)
             record(out, training, source, written, change)
-        return training, lock, {"data": source.get("data"), "plots": bool(written.get("plots", False))}
+        return training, lock, {**{k: source.get(k) for k in SOURCE_KEYS}, "plots": bool(written.get("plots", False)),
+                                "save_embeddings": bool(written.get("save_embeddings", False))}
     except BaseException:
         lock.release()
         raise
@@ -195,9 +216,11 @@ def record(out, training, source, written, change):
         checkpoint.save_run(os.path.join(out, CHECKPOINT), training, source=source)
         write_json(os.path.join(out, CONFIG), {**written, "model": training.config.to_dict(),
                                                "train": training.train.to_dict(), "changes": training.changes})
-        if os.path.exists(os.path.join(out, METRICS)):
-            os.replace(os.path.join(out, METRICS), os.path.join(out, f"metrics-epoch{done}.json"))
-            print(f"note: the metrics of the run as it was after epoch {done} are now metrics-epoch{done}.json")
+        for name in (METRICS, EMBEDDINGS):  # a finished run's results, put aside as they were
+            if os.path.exists(os.path.join(out, name)):
+                stem, ext = os.path.splitext(name)
+                os.replace(os.path.join(out, name), os.path.join(out, f"{stem}-epoch{done}{ext}"))
+                print(f"note: the {stem} of the run as it was after epoch {done} are now {stem}-epoch{done}{ext}")
     words = {"epochs": "epochs", "lr": "learning rate", "backend": "backend"}
     print("changed from epoch " + str(done + 1) + ": " + ", ".join(
         f"{words[k]} {change[k][0]} -> {change[k][1]}" for k in words if k in change)

@@ -19,20 +19,23 @@ import sys
 import numpy
 
 from . import checkpoint
-from .backend import get_backend
+from .backend import get_backend, to_host
 from .cli import ArgumentParser, Interrupted, deferred_interrupts, describe_error, run_main
 from .config import ACMRConfig, TrainConfig
 from .errors import InputError
 from .files import write_json
-from .formats import load_dataset
+from .files import save_npz
+from .formats import load_split
 from .metrics import relevance_protocol
 from .model import ACMR
 from .plots import make_run_figures, require_matplotlib  # matplotlib itself loads lazily
 from .report import format_epoch, format_table
-from .runs import CHECKPOINT, CONFIG, METRICS, claim_out, discard, resume
+from .runs import (CHECKPOINT, CONFIG, EMBEDDINGS, HISTORY, METRICS, SOURCE_KEYS, claim_out, discard,
+                   load_source, resume, source_of)
 from .training import Training, evaluate
 
 PROG = "python -m acmr_np.train"
+DEFAULT_THREADS = 1  # measured: docs/PERFORMANCE.md, "BLAS threads"
 
 
 # ---- the command line -----------------------------------------------------------------
@@ -41,13 +44,30 @@ PROG = "python -m acmr_np.train"
 
 def build_parser():
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=None, help="a .npz, a Wikipedia .mat, or a DSCMR folder (default: the "
-                   "synthetic set; with --eval-only, the checkpoint's data)")
+    d = p.add_argument_group("data (README: Data formats, Your own features)")
+    d.add_argument("--data", default=None, help="a whole data set: .npz, .h5/.hdf5, a folder of .npy files, a "
+                   "Wikipedia .mat or a DSCMR folder (default: the synthetic set; with --eval-only, the "
+                   "checkpoint's data; a file with only test arrays is evaluated as such)")
+    d.add_argument("--train", dest="train_file", default=None, metavar="FILE",
+                   help="instead of --data: one file per split, each holding img, txt and label arrays")
+    d.add_argument("--val", dest="val_file", default=None, metavar="FILE", help="the validation split's file "
+                   "(optional; without it a stratified part of --train is held out)")
+    d.add_argument("--test", dest="test_file", default=None, metavar="FILE",
+                   help="the test split's file (with --eval-only alone: a new held-out set to evaluate)")
+    d.add_argument("--keys", default=None, metavar="OURS=THEIRS,...",
+                   help="the arrays' names in your files, e.g. img_train=X_img,txt_train=X_txt,label_train=y "
+                        "(or img=X,... for one file per split)")
     p.add_argument("--out", default=None, help="output folder, which must not exist yet or be an empty folder; "
                    "it is claimed atomically and locked while the run lasts (default: a new folder in runs/)")
     p.add_argument("--plots", action="store_true", default=None,
                    help="also write figures (training curves, precision-recall against CCA, the common space "
                         "before/after) and retrieval examples into the output folder; needs matplotlib")
+    p.add_argument("--save-embeddings", action="store_true", default=None,
+                   help=f"also write the test split's common-space embeddings, labels and class names to "
+                        f"{EMBEDDINGS} in the output folder")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, metavar="N",
+                   help=f"BLAS threads for the matrix products (default: {DEFAULT_THREADS}; 0: the library's own "
+                        f"choice); see the README's note on busy machines")
     p.add_argument("--config", default=None, metavar="FILE",
                    help="model settings from a JSON file (e.g. the best.json of python -m acmr_np.tune, or a "
                         "run's config.json); flags given as well override it")
@@ -98,15 +118,56 @@ def _write_figures(out, model, data, history, cfg, seed, xp):
     # The untrained model the run started from: Training's construction and first draws
     # from default_rng(seed), hence the same initial weights (tests/test_train.py checks).
     before = ACMR.for_data(data, cfg, rng=numpy.random.default_rng(seed), xp=xp)
-    paths = make_run_figures(out, model, data, history, before=before)
+    # the labels as the data has them ("cat", 110, ...), where they are not the ids themselves
+    names = [str(c) for c in data.classes] if list(data.classes) != list(range(data.n_classes)) else None
+    paths = make_run_figures(out, model, data, history, before=before, class_names=names)
     print("figures: " + ", ".join(sorted(paths.values())))
+
+
+def _eval_data(args, meta, run, train):
+    """(split, name, data): the split --eval-only scores, its name, and the whole data set
+    it belongs to (None for a file holding only a test split: a new held-out set)."""
+    given = source_of(args)
+    classes = meta.get("classes")
+    if given["test"] and not (given["train"] or given["data"]):  # a new held-out set: its test arrays only
+        if given["val"]:
+            raise InputError("--eval-only --test FILE evaluates that file alone: remove --val")
+        split, _ = load_split(given["test"], keys=given["keys"], classes=classes)
+        return split, given["test"], None
+    source = given if (given["data"] or given["train"]) else (meta["source"] if run else None)
+    if source is None:
+        raise InputError("--eval-only with a model file needs --data or --test (a model file does not name "
+                         "its data)")
+    try:
+        data = load_source(source, train)
+    except InputError as whole:
+        if not source.get("data") or source.get("train"):
+            raise
+        try:  # not a whole data set: a file with the test arrays only?
+            split, _ = load_split(source["data"], keys=source.get("keys"), classes=classes)
+        except InputError:
+            raise whole from None  # what a whole data set would need says more
+        return split, source["data"], None
+    if classes is not None and list(data.classes) != list(classes):
+        raise InputError(f"checkpoint {args.checkpoint} was trained on the classes {list(classes)[:10]}, but "
+                         f"{data.name} has {list(data.classes)[:10]}: their ids would mean other classes")
+    return data.test, data.name, data
+
+
+def _write_embeddings(path, model, split, classes):
+    """The split's common-space embeddings (host float32), its label ids and the class
+    names, as an .npz: img (n, m), txt (n, m), labels (n,) or (n, c), classes (c,) strings."""
+    s_v, s_t = (to_host(e) for e in model.embed(split.img, split.txt))
+    names = numpy.array([str(c) for c in (classes if classes is not None else range(model.n_classes))])
+    save_npz(path, {"img": s_v, "txt": s_t, "labels": numpy.asarray(split.labels), "classes": names})
+    print(f"embeddings written to {path}")
 
 
 def _evaluate_only(args):
     if not args.checkpoint:
         raise InputError("--eval-only needs --checkpoint (a run folder, its checkpoint.npz or a model file)")
-    if args.plots and not args.out:
-        raise InputError("--eval-only --plots needs --out DIR for the figures")
+    if (args.plots or args.save_embeddings) and not args.out:
+        raise InputError("--eval-only --plots / --save-embeddings needs --out DIR for the files")
     if args.override_lr is not None or args.resume:
         raise InputError("--eval-only does not take --resume or --override-lr (it evaluates, it does not train)")
     if args.plots:
@@ -117,34 +178,39 @@ def _evaluate_only(args):
     # By default, the data the run was trained on, split with the same seed (the
     # synthetic set and a carved validation split both depend on it).
     train = _settings(TrainConfig, args, saved)
-    path = args.data if args.data is not None else (meta["source"].get("data") if run else None)
-    if path is None and not run and args.data is None:
-        raise InputError("--eval-only with a model file needs --data (a model file does not name its data)")
     model = checkpoint.model_from(meta, arrays, args.checkpoint, train.backend)
-    data = load_dataset(path, seed=train.seed, val_fraction=train.val_fraction)
-    for key, have in (("d_img", data.d_img), ("d_txt", data.d_txt), ("n_classes", data.n_classes)):
+    split, name, data = _eval_data(args, meta, run, train)
+    if args.plots and data is None:
+        raise InputError("--eval-only --plots needs a whole data set (its figures compare with CCA fitted on "
+                         "the training split); give --data")
+    sizes = {"d_img": split.img.shape[1], "d_txt": split.txt.shape[1]}
+    if data is not None:
+        sizes["n_classes"] = data.n_classes
+    for key, have in sizes.items():
         if meta["sizes"][key] != have:
             raise InputError(f"checkpoint {args.checkpoint} was trained with {key}={meta['sizes'][key]}, "
-                             f"but {data.name} has {key}={have}")
-    if run and data.fingerprint() != meta["data"]:
+                             f"but {name} has {key}={have}")
+    if run and data is not None and data.fingerprint() != meta["data"]:
         print(f"note: {data.name} is not the data set the checkpoint was trained on")
     lock = claim_out(args.out) if args.out else None
     done = False
     try:
-        metrics = evaluate(model, data.test)
-        metrics["relevance"] = relevance_protocol(data.test.labels)  # "same class" or "shares a label"
+        metrics = evaluate(model, split)
+        metrics["relevance"] = relevance_protocol(split.labels)  # "same class" or "shares a label"
         if lock:
             out = lock.folder
             write_json(os.path.join(out, METRICS), {**metrics, "checkpoint": os.path.abspath(args.checkpoint),
-                                                    "data": data.name})
+                                                    "data": name})
             done = True
             print(f"metrics written to {out}/{METRICS}")
+            if args.save_embeddings:
+                _write_embeddings(os.path.join(out, EMBEDDINGS), model, split, meta.get("classes"))
             if args.plots:
                 try:
                     _write_figures(out, model, data, None, model.config, train.seed, model.xp)
                 except KeyboardInterrupt:
                     raise Interrupted(f"while drawing the figures; {out}/{METRICS} is written") from None
-        print(format_table(metrics, len(data.test), title=f"test on {data.name}"))
+        print(format_table(metrics, len(split.labels), title=f"test on {name}"))
     finally:
         if lock and not done:
             discard(lock)
@@ -170,8 +236,10 @@ def _train(args):
         if args.plots:
             require_matplotlib()
         get_backend(train.backend)  # a missing CuPy is reported before anything is made
-        run = {"data": os.path.abspath(args.data) if args.data else None, "plots": bool(args.plots)}
-        data = load_dataset(run["data"], seed=train.seed, val_fraction=train.val_fraction)
+        run = {**source_of(args), "plots": bool(args.plots), "save_embeddings": bool(args.save_embeddings)}
+        data = load_source(run, train)
+        if data.test is None:
+            raise InputError("the data has no test split: give --data with test arrays, or --test FILE")
         try:
             training = Training(data, config, train)
         except ValueError as exc:
@@ -180,9 +248,10 @@ def _train(args):
         out = lock.folder
     try:
         if not args.resume:
-            write_json(os.path.join(out, CONFIG), {"model": training.config.to_dict(),
-                                                   "train": training.train.to_dict(), **run,
-                                                   "out": os.path.abspath(out)})
+            write_json(os.path.join(out, CONFIG), {
+                "model": training.config.to_dict(), "train": training.train.to_dict(),
+                "source": {k: run[k] for k in SOURCE_KEYS}, "plots": run["plots"],
+                "save_embeddings": run["save_embeddings"], "out": os.path.abspath(out)})
         return _run(training, out, run, fresh=not args.resume)
     except BaseException:
         if not args.resume and not os.path.exists(os.path.join(out, CHECKPOINT)):
@@ -194,9 +263,13 @@ def _train(args):
 
 def _run(training, out, run, fresh):
     data = training.data
+    kind = f"{data.n_classes} labels (multi-label)" if data.multilabel else f"{data.n_classes} classes"
     print(f"data: {data.name}: train {len(data.train)}, val {len(data.val)}, test {len(data.test)} pairs, "
-          f"{f'{data.n_classes} labels (multi-label)' if data.multilabel else f'{data.n_classes} classes'}, image {data.d_img}-d, text {data.d_txt}-d; backend {training.train.backend}",
-          flush=True)
+          f"{kind}, image {data.d_img}-d, text {data.d_txt}-d; backend {training.train.backend}", flush=True)
+    if fresh and list(data.classes) != list(range(data.n_classes)):  # said once, when the run starts
+        shown = ", ".join(f"{i}={c}" for i, c in enumerate(data.classes[:12]))
+        print(f"labels mapped to class ids in sorted order (saved with the run): {shown}"
+              + (f", ... ({data.n_classes} in all)" if data.n_classes > 12 else ""))
     path = os.path.join(out, CHECKPOINT)
     saved = training.epoch  # the epoch whose checkpoint is complete on disk
     try:
@@ -210,13 +283,16 @@ def _run(training, out, run, fresh):
                 raise InputError(f"training diverged: {exc}; {_kept(out, saved)}"
                                  f"{' (that epoch passed the check: its weights are finite)' if saved else ''}; "
                                  f"{advice}") from None
-            try:
-                with deferred_interrupts():  # the epoch on disk and the one reported stay the same
-                    checkpoint.save_run(path, training, source={"data": run["data"]})
+            with deferred_interrupts():  # the epoch on disk and the one reported stay the same
+                what = "the checkpoint"
+                try:
+                    checkpoint.save_run(path, training, source={k: run[k] for k in SOURCE_KEYS})
                     saved = training.epoch
-            except OSError as exc:
-                raise InputError(f"cannot write the checkpoint of epoch {training.epoch}: {describe_error(exc)}; "
-                                 f"{_kept(out, saved)}") from None
+                    what = HISTORY  # the per-epoch rows, for reading (the checkpoint holds them too)
+                    write_json(os.path.join(out, HISTORY), list(training.history))
+                except OSError as exc:
+                    raise InputError(f"cannot write {what} of epoch {training.epoch}: {describe_error(exc)}; "
+                                     f"{_kept(out, saved)}") from None
             print(format_epoch(row, training.epochs), flush=True)
     except KeyboardInterrupt:
         if saved:
@@ -249,6 +325,8 @@ def _run(training, out, run, fresh):
         print(format_table(metrics, len(data.test)))
         raise InputError(f"{describe_error(exc)}; the checkpoint of epoch {saved} is kept in {path}: write the "
                          f"metrics with {resume} once there is room") from None
+    if run.get("save_embeddings"):
+        _write_embeddings(os.path.join(out, EMBEDDINGS), training.model, data.test, data.classes)
     if run["plots"]:
         try:
             _write_figures(out, training.model, data, training.history, training.config, training.train.seed,
@@ -257,17 +335,32 @@ def _run(training, out, run, fresh):
             raise Interrupted(f"while drawing the figures; {out}/{METRICS} is written. Draw them with: "
                               f"{PROG} --eval-only --plots --checkpoint {out} --out DIR") from None
     print(summary)
-    print(f"outputs: {out}/{METRICS}, {out}/{CONFIG}, {out}/{CHECKPOINT}")
+    print(f"outputs: {out}/{METRICS}, {out}/{HISTORY}, {out}/{CONFIG}, {out}/{CHECKPOINT}")
     print(format_table(metrics, len(data.test)))
     return 0
 
 
+def blas_threads(n):
+    """A context that runs the matrix products on n BLAS threads (0: leave the library's
+    own choice). Small products gain nothing from a second thread and lose much when the
+    cores are busy (docs/PERFORMANCE.md); threadpoolctl changes the count in a running
+    process, NumPy already loaded."""
+    if n < 0:
+        raise InputError(f"--threads must be 0 (the library's choice) or a positive count, got {n}")
+    if n == 0:
+        import contextlib
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=n, user_api="blas")
+
+
 def _main(argv):
     args = build_parser().parse_args(argv)
-    if args.eval_only:
-        _evaluate_only(args)
-        return 0
-    return _train(args)
+    with blas_threads(args.threads):
+        if args.eval_only:
+            _evaluate_only(args)
+            return 0
+        return _train(args)
 
 
 def main(argv=None):

@@ -15,7 +15,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from acmr_np import checkpoint, train, training
+from acmr_np import checkpoint, runs, train, training
 from acmr_np import model as model_module
 from acmr_np.checkpoint import load_model
 from acmr_np.errors import InputError
@@ -129,7 +129,7 @@ def test_signal_mid_epoch_then_resume_equals_uninterrupted(tmp_path, sig):
     assert 1 <= saved_epoch < 4
     assert f"checkpoint of epoch {saved_epoch}" in stderr
     json.load(open(out / "config.json"))
-    assert sorted(os.listdir(out)) == ["checkpoint.npz", "config.json"]
+    assert sorted(os.listdir(out)) == ["checkpoint.npz", "config.json", "history.json"]
 
     resumed = subprocess.run([sys.executable, "-m", "acmr_np.train", "--resume", str(out)],
                              capture_output=True, text=True, timeout=120)
@@ -279,7 +279,8 @@ def test_resume_is_refused_while_another_process_holds_the_run(finished_run, tmp
     stdout = capsys.readouterr().out
     assert f"note: the lock of process {holder.pid}, which no longer runs (killed?), is taken over" in stdout
     assert "removed 1 unfinished temporary file(s) of a killed process: .tmp-k1ll3d_4checkpoint.npz" in stdout
-    assert sorted(os.listdir(out)) == [".tmp-notes.txt", "checkpoint.npz", "config.json", "metrics.json"]  # no lock
+    assert sorted(os.listdir(out)) == [".tmp-notes.txt", "checkpoint.npz", "config.json", "history.json",
+                                       "metrics.json"]  # no lock
 
 
 def test_two_resumes_of_one_run_at_once_train_it_once(finished_run, tmp_path):
@@ -416,7 +417,7 @@ def test_a_damaged_checkpoint_is_one_line_and_changes_nothing(case, finished_run
     assert message in err
     # nothing was changed: the file is as it was, no lock or temporary is left, and no metrics
     assert (out / "checkpoint.npz").read_bytes() == before
-    assert sorted(os.listdir(out)) == ["checkpoint.npz", "config.json"]
+    assert sorted(os.listdir(out)) == ["checkpoint.npz", "config.json", "history.json"]
 
 
 @pytest.mark.parametrize("case", ["a flipped byte", "a huge declared shape", "a huge model", "NaN weights",
@@ -545,7 +546,7 @@ def _interrupt(*args, **kwargs):
 def test_an_interrupt_outside_the_epoch_loop_is_one_line(stage, tmp_path, monkeypatch, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "run"
-    monkeypatch.setattr(train, stage, _interrupt)
+    monkeypatch.setattr(runs if stage == "load_dataset" else train, stage, _interrupt)
     plots = ["--plots"] if stage == "make_run_figures" else []
     assert main(FAST + ["--epochs", "1", "--out", str(out)] + plots) == 130
     err = capsys.readouterr().err
@@ -555,7 +556,7 @@ def test_an_interrupt_outside_the_epoch_loop_is_one_line(stage, tmp_path, monkey
     elif stage == "evaluate":
         assert (f"after training, before the test metrics were written; the checkpoint of epoch 1 is in "
                 f"{out}/checkpoint.npz. Write them with: python -m acmr_np.train --resume {out}") in err
-        assert sorted(os.listdir(out)) == ["checkpoint.npz", "config.json"]
+        assert sorted(os.listdir(out)) == ["checkpoint.npz", "config.json", "history.json"]
         monkeypatch.undo()
         assert main(["--resume", str(out)]) == 0 and (out / "metrics.json").exists()
     else:
@@ -565,11 +566,11 @@ def test_an_interrupt_outside_the_epoch_loop_is_one_line(stage, tmp_path, monkey
 
 SLOW_LOAD = """
 import sys, time
-import acmr_np.ablations, acmr_np.baselines, acmr_np.train
+import acmr_np.ablations, acmr_np.baselines, acmr_np.runs, acmr_np.train
 def slow(*args, **kwargs):
     print("loading", flush=True)
     time.sleep(60)
-acmr_np.train.load_dataset = acmr_np.baselines.load_dataset = acmr_np.ablations.load_dataset = slow
+acmr_np.runs.load_dataset = acmr_np.baselines.load_dataset = acmr_np.ablations.load_dataset = slow
 tool = __import__("acmr_np." + sys.argv[1], fromlist=["main"])
 sys.exit(tool.main(sys.argv[2:]))
 """
@@ -703,19 +704,19 @@ def test_a_full_disk_names_the_file_and_what_is_kept(tmp_path, monkeypatch, caps
     calls = {"n": 0}
     real = os.fsync
 
-    def third_fsync_fails(fd):  # config.json, the checkpoint of epoch 1, then the disk is full
+    def fourth_fsync_fails(fd):  # config.json, epoch 1's checkpoint and history.json, then the disk is full
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == 4:
             _no_space()
         real(fd)
 
-    monkeypatch.setattr(os, "fsync", third_fsync_fails)
+    monkeypatch.setattr(os, "fsync", fourth_fsync_fails)
     assert main(FAST + ["--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and (f"cannot write the checkpoint of epoch 2: {out}/checkpoint.npz: cannot write "
                                      f"it: No space left on device; the checkpoint of epoch 1 is kept in "
                                      f"{out}/checkpoint.npz") in err
-    assert sorted(os.listdir(out)) == ["checkpoint.npz", "config.json"]  # no temporary, no lock
+    assert sorted(os.listdir(out)) == ["checkpoint.npz", "config.json", "history.json"]  # no temporary, no lock
     monkeypatch.undo()  # room again: the run continues from epoch 1
     assert main(["--resume", str(out)]) == 0
 

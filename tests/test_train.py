@@ -40,7 +40,7 @@ def test_train_writes_outputs_and_is_deterministic(tmp_path, capsys):
         assert row["lam"] == pytest.approx(0.05 * (2 / (1 + np.exp(-10 * p)) - 1), rel=1e-12)
     assert meta["history"][-1]["lam"] > 0.04
     cfg = json.load(open(tmp_path / "a" / "config.json"))
-    assert cfg["train"]["seed"] == 3 and cfg["data"] is None and cfg["model"]["dim"] == 16
+    assert cfg["train"]["seed"] == 3 and cfg["source"]["data"] is None and cfg["model"]["dim"] == 16
     # the same seed gives the same numbers, bit for bit
     assert main(FAST + ["--out", str(tmp_path / "b"), "--seed", "3"]) == 0
     assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
@@ -183,7 +183,7 @@ def test_figures_before_training_show_the_runs_starting_point(monkeypatch, tmp_p
     cfg = ACMRConfig(img_hidden=(16,), txt_hidden=(8,), dim=8)
     passed = {}
     monkeypatch.setattr(train, "make_run_figures",
-                        lambda out, model, data, history, before: passed.update(before=before) or {})
+                        lambda out, model, data, history, before, class_names: passed.update(before=before) or {})
     run = training.Training(data, cfg, TrainConfig(epochs=1, batch_size=32, seed=5))  # its initial weights
     train._write_figures(str(tmp_path), run.model, data, None, cfg, 5, np)
     before = passed["before"]
