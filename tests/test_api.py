@@ -64,7 +64,8 @@ def test_batch_noise_does_not_depend_on_the_block_size(monkeypatch):
 
 def test_the_explicit_loop_is_what_fit_does():
     """The loop the README shows (batches + Trainer.train_step) gives the very parameters
-    of Training with the textbook trainer, and fit's fast path the same ones."""
+    of Training with the textbook trainer, bit for bit, and fit's fast path (Adam with its
+    bias corrections folded) the same ones to float32 rounding."""
     data, cfg = _data(), ACMRConfig(**SMALL)
     epochs, B = 2, 32
     rng = np.random.default_rng(7)
@@ -80,7 +81,8 @@ def test_the_explicit_loop_is_what_fit_does():
     fast.run()
     for k, p in model.named("params").items():
         np.testing.assert_array_equal(run.model.named("params")[k], p, err_msg=k)
-        np.testing.assert_array_equal(fast.model.named("params")[k], p, err_msg=k)
+        # 2 epochs of float32 steps of about lr = 1e-3: rounding moves them by ~1e-9
+        np.testing.assert_allclose(fast.model.named("params")[k], p, rtol=1e-4, atol=1e-7, err_msg=k)
 
 
 def test_fit_returns_the_best_epoch_and_never_scores_test(monkeypatch):

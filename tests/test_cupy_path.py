@@ -252,7 +252,8 @@ def test_float32_steps_on_the_device_are_numpys_bit_for_bit_without_a_sync(cp, o
 
 def test_fast_and_textbook_steps_agree_on_the_device(cp):
     """FastTrainer (fused Adam, L_reg as weight decay) and the textbook Trainer give the
-    same parameters on the device too, bit for bit (as tests/test_model.py checks on NumPy)."""
+    same parameters on the device too, to float32 rounding (Adam's bias corrections are
+    folded; tests/test_model.py checks the same on NumPy)."""
     config = ACMRConfig(k=2, l2=0.01)
     _, a = _models(cp, config)
     _, b = _models(cp, config)
@@ -263,7 +264,9 @@ def test_fast_and_textbook_steps_agree_on_the_device(cp):
         ta.train_step(*args, progress=step / 3)
         tb.train_step(*args, progress=step / 3)
     for k, p in b.named("params").items():
-        _same(a.named("params")[k], p.get(), k)
+        got, want = a.named("params")[k].get(), p.get()
+        assert got.dtype == want.dtype, k
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-8, err_msg=k)  # steps of ~1e-3 in float32
 
 
 def test_a_step_with_the_gpus_summation_order_agrees_to_rounding(cp):

@@ -192,10 +192,11 @@ def test_loss_and_grads_without_l_reg():
         np.testing.assert_allclose(g, expected, rtol=1e-12, atol=1e-14, err_msg=k)
 
 
-def test_fast_trainer_is_the_textbook_trainer_bit_for_bit():
+def test_fast_trainer_is_the_textbook_trainer_to_rounding():
     """FastTrainer leaves L_reg to the embedding player's blocked Adam (weight decay 2 l2
-    on the projectors' weights); the textbook Trainer (loss_and_grads's own L_reg,
-    optim.Adam) reaches the same parameters, bit for bit, and the same L_reg values."""
+    on the projectors' weights) and folds Adam's bias corrections; the textbook Trainer
+    (loss_and_grads's own L_reg, optim.Adam) reaches the same parameters to rounding
+    (float64: within 1e-13 of each array's scale; measured 1e-16) and the same loss terms."""
     fast, img, txt, labels, noise = _setup(k=2, l2=0.05)
     plain = _setup(k=2, l2=0.05)[0]
     assert fast.l_reg_weights() == ["img_projector.0.W", "img_projector.2.W",
@@ -205,12 +206,14 @@ def test_fast_trainer_is_the_textbook_trainer_bit_for_bit():
         terms, lam = fast_trainer.train_step(img, txt, labels, noise, progress=step / 4)
         reference, lam_ref = plain_trainer.train_step(img, txt, labels, noise, progress=step / 4)
         assert lam == lam_ref
-        assert float(terms["L_reg"]) == pytest.approx(float(reference["L_reg"]), rel=1e-12)
-        for k in ("L_imi", "L_imd", "L_adv", "adv_acc"):
-            assert float(terms[k]) == float(reference[k]), k
+        for k in ("L_imi", "L_imd", "L_reg", "L_adv", "adv_acc"):
+            assert float(terms[k]) == pytest.approx(float(reference[k]), rel=1e-12, abs=1e-15), k
     assert fast_trainer.opt_adv.t == plain_trainer.opt_adv.t == 2
+    moved = 0.0
     for k, p in plain.named("params").items():
-        np.testing.assert_array_equal(fast.named("params")[k], p, err_msg=k)
+        diff = np.abs(fast.named("params")[k] - p).max() / np.abs(p).max()
+        assert diff < 1e-13, (k, diff)
+        moved = max(moved, diff)
 
 
 def _reference_terms(model, img, txt, labels, noise):
