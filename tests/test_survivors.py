@@ -10,7 +10,7 @@ import pytest
 import acmr_np
 from acmr_np import fast, layers, losses, optim, training
 from acmr_np.config import ACMRConfig, TrainConfig
-from acmr_np.gradcheck import layer_errors, loss_errors, relative_error
+from acmr_np.gradcheck import layer_errors, loss_errors, relative_error, scaled_error
 from acmr_np.model import ACMR
 from acmr_np.trainer import Trainer
 
@@ -52,11 +52,83 @@ def test_row_layers_name_themselves_in_shape_errors(make, name):
         make().forward(np.zeros(3))
 
 
+def test_standardize_fit_checks_computes_in_float64_and_keeps_constant_features():
+    layer = layers.Standardize(2)  # float32 statistics, as in a model
+    with pytest.raises(ValueError, match=r"^Standardize\(2\)\.fit: expected input of shape \(N, 2\), got \(5, 3\)$"):
+        layer.fit(np.zeros((5, 3)))
+    # float32 features around 1e4: their mean and std summed in float32 are off by 8 and 6.5
+    x = (1e4 + np.random.default_rng(0).normal(size=(100000, 2))).astype(np.float32)
+    layer.fit(x)
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(layer.mean, x64.mean(axis=0), rtol=1e-7)
+    np.testing.assert_allclose(layer.std, x64.std(axis=0), rtol=1e-6)
+    # a constant feature (std 0) and one of std exactly 1e-12 get std 1: only shifted
+    layer = layers.Standardize(3, dtype=np.float64)
+    layer.fit(np.array([[5.0, 0.0, 1.0], [5.0, 2e-12, 3.0]]))
+    np.testing.assert_array_equal(layer.std, [1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(layer.forward(np.array([[5.0, 1e-12, 2.0]])), [[0.0, 0.0, 0.0]])
+
+
+def test_linear_sizes_from_one_up():
+    assert layers.Linear(1, 1, rng=np.random.default_rng(0)).forward(np.ones((2, 1), np.float32)).shape == (2, 1)
+    for bad in ((0, 3), (3, 0)):
+        with pytest.raises(ValueError, match=rf"^Linear: sizes must be positive, got in_dim={bad[0]}, out_dim={bad[1]}$"):
+            layers.Linear(*bad, rng=np.random.default_rng(0))
+
+
+def test_gradient_reversal_scale_defaults_to_one():
+    g = np.array([[1.5, -2.0]])
+    np.testing.assert_array_equal(layers.GradientReversal().backward(g), -g)
+
+
 # ----------------------------------------------------------------------------- losses
 
 def test_cross_entropy_names_itself_in_label_errors():
     with pytest.raises(ValueError, match=r"^cross_entropy: labels must lie in 0\.\.1, got values from 0 to 2$"):
         losses.cross_entropy(np.full((3, 2), 0.5), np.array([0, 1, 2]))
+
+
+def test_loss_errors_name_the_loss():
+    a = np.zeros((2, 3))
+    with pytest.raises(ValueError, match=r"^softmax_cross_entropy: expected logits of shape \(N, C\), got \(3,\)$"):
+        losses.softmax_cross_entropy(np.zeros(3), np.zeros(3, int))
+    with pytest.raises(ValueError, match=r"^softmax_cross_entropy: labels must lie in 0\.\.2, got values from 0 to 3$"):
+        losses.softmax_cross_entropy(a, np.array([0, 3]))
+    for fn, name in ((lambda *x, **k: losses.triplet_hinge(*x, 1.0, **k), "triplet_hinge"),
+                     (lambda *x, **k: losses.pull_push(*x, 1.0, 0.5, **k), "pull_push")):
+        with pytest.raises(ValueError, match=rf"^{name}: anchor, positive and negative must have one shape"):
+            fn(a, a, a[:, :2])
+        # (N,) = (2,), not the width 3
+        with pytest.raises(ValueError, match=rf"^{name}: mask must be a boolean array of shape \(2,\), got bool \(3,\)$"):
+            fn(a, a, a, mask=np.ones(3, bool))
+    with pytest.raises(ValueError, match="^l2_penalty: expected at least one weight array$"):
+        losses.l2_penalty([], 1.0)
+
+
+def test_unchecked_labels_are_not_read():
+    """check_values=False skips the range check (it would wait for a GPU): a label of -1
+    then indexes the last class, as NumPy indexing does, instead of being refused."""
+    logits = np.random.default_rng(0).normal(size=(2, 3))
+    unchecked = losses.softmax_cross_entropy(logits, np.array([-1, 0]), check_values=False)
+    last = losses.softmax_cross_entropy(logits, np.array([2, 0]))
+    assert float(unchecked[0]) == float(last[0])
+
+
+def test_softmax_cross_entropy_shifts_each_row_by_its_own_maximum():
+    loss, grad = losses.softmax_cross_entropy(np.array([[1e4, 0.0], [0.0, math.log(3.0)]]), np.array([0, 1]))
+    assert float(loss) == pytest.approx(math.log(4 / 3) / 2, rel=1e-12)
+    np.testing.assert_allclose(grad, [[0.0, 0.0], [0.125, -0.125]], rtol=1e-12, atol=1e-300)
+
+
+def test_hinges_take_derivative_zero_at_the_kink():
+    """Exactly at the kink (h = 0, or margin - d(a, n) = 0) the derivative taken is 0,
+    as the docstrings say: the triplet is not active."""
+    a, p, q = np.array([[0.0, 0.0]]), np.array([[1.0, 0.0]]), np.array([[0.0, 2.0]])
+    loss, grads = losses.triplet_hinge(a, p, q, 3.0)           # h = 3 + 1 - 4 = 0
+    assert float(loss) == 0.0 and all(np.all(g == 0) for g in grads)
+    loss, (da, dp, dq) = losses.pull_push(a, p, q, 4.0, 0.5)    # push = 4 - 4 = 0
+    assert float(loss) == 1.0 and np.all(dq == 0)
+    np.testing.assert_array_equal(dp, [[2.0, 0.0]])             # the pull still acts
 
 
 # ----------------------------------------------------------------------------- gradcheck
@@ -97,6 +169,12 @@ def test_the_callers_step_reaches_every_numerical_gradient():
     assert errors["x"] < 1e-12  # linear in x: exact for any step
     errors = loss_errors(lambda v: ((v ** 3).sum(), 3 * v ** 2), [w.copy()], h=0.1)
     assert errors[0] == pytest.approx(max(0.01 / (6 * w ** 2 + 0.01)), rel=1e-6)
+
+
+def test_scaled_error_computes_in_float64():
+    a, n = np.array([0.1, 0.7], np.float32), np.array([0.3, 0.7000001], np.float32)
+    a64, n64 = a.astype(np.float64), n.astype(np.float64)
+    assert scaled_error(a, n) == np.abs(a64 - n64).max() / (np.abs(a64) + np.abs(n64)).max()
 
 
 # ----------------------------------------------------------------------------- optimisers
@@ -170,6 +248,40 @@ def test_optimiser_state_round_trip_keeps_every_moment():
     np.testing.assert_array_equal(b.state["velocity"]["x"], a.state["velocity"]["x"])
 
 
+@pytest.mark.parametrize("module", [optim, fast])
+def test_optimiser_errors_name_the_optimiser(module):
+    with pytest.raises(ValueError, match="^Adam: no parameters to optimise$"):
+        module.Adam({})
+    with pytest.raises(ValueError, match="^SGD: learning rate must be positive, got 0$"):
+        module.SGD({"x": np.zeros(2)}, lr=0)
+    opt = module.Adam({"x": np.zeros(2)})
+    with pytest.raises(ValueError, match=r"^Adam\.step: gradient names differ from the parameters "
+                                         r"\(missing \['x'\], unexpected \['y'\]\)$"):
+        opt.step({"y": np.zeros(2)})
+    with pytest.raises(ValueError, match=r"^Adam\.step: gradient x has shape \(3,\), the parameter \(2,\)$"):
+        opt.step({"x": np.zeros(3)})
+
+
+@pytest.mark.parametrize("module", [optim, fast])
+def test_adam_betas_from_zero_up_to_but_not_one(module):
+    p = {"x": np.array([1.0, -1.0])}
+    opt = module.Adam(p, lr=0.1, beta1=0.0, beta2=0.0)
+    opt.step({"x": np.array([2.0, -3.0])})   # no averaging: each step is lr * g / (|g| + eps)
+    np.testing.assert_allclose(p["x"], [0.9, -0.9], rtol=1e-7)
+    for b1, b2 in ((1.0, 0.5), (0.5, 1.0), (1.5, 0.5), (0.5, 1.5), (-0.1, 0.5)):
+        with pytest.raises(ValueError, match=rf"^Adam: betas must be in \[0, 1\), got {b1}, {b2}$"):
+            module.Adam({"x": np.zeros(2)}, beta1=b1, beta2=b2)
+
+
+def test_fast_adam_updates_a_parameter_of_exactly_one_block_whole():
+    """Blocks are for parameters of MORE than one block: one of exactly BLOCK elements
+    gets whole-array scratch, like the small ones."""
+    side = int(math.isqrt(fast.BLOCK))
+    opt = fast.Adam({"w": np.zeros((side, side), np.float32), "big": np.zeros((side, side + 1), np.float32)})
+    assert [s.shape for s in opt.scratch["w"]] == [(side, side)] * 2
+    assert [s.shape for s in opt.scratch["big"]] == [(fast.BLOCK,)] * 2
+
+
 # ----------------------------------------------------------------------------- trainer
 
 @pytest.mark.parametrize("make", [Trainer, fast.FastTrainer])
@@ -193,6 +305,12 @@ def test_trainer_state_round_trip_continues_bit_for_bit(make):
         np.testing.assert_array_equal(b.model.named("params")[k], p, err_msg=k)
     for k, v in a.opt_adv.state_dict().items():
         np.testing.assert_array_equal(b.opt_adv.state_dict()[k], v, err_msg=k)
+
+
+def test_trainer_refuses_what_is_not_a_model():
+    for make in (Trainer, fast.FastTrainer):
+        with pytest.raises(TypeError, match="^Trainer: expected an ACMR model, got str$"):
+            make("model")
 
 
 # ----------------------------------------------------------------------------- model
@@ -231,6 +349,51 @@ def test_model_state_errors_name_at_most_five_parts():
     with pytest.raises(ValueError, match=rf"^the saved model does not fit: missing \[{listed}\], "
                                          rf"unexpected \['a0', 'a1', 'a2', 'a3', 'a4'\]$"):
         model.load_state_dict({f"a{i}": np.zeros(1) for i in range(7)})
+
+
+def test_acmr_sizes_config_and_dtype():
+    rng = np.random.default_rng(0)
+    model = ACMR(1, 1, 2, rng=rng)                      # sizes from 1 (and 2 classes) up
+    assert model.config == ACMRConfig() and model.dtype == np.float32
+    assert ACMR(1, 1, 2, rng=rng, dtype=np.float64).dtype == np.float64
+    with pytest.raises(TypeError, match="^ACMR: config must be an ACMRConfig, got dict$"):
+        ACMR(1, 1, 2, {}, rng=rng)
+    for args, bad in (((0, 1, 2), "d_img must be a positive integer, got 0"),
+                      ((1, 2.5, 2), "d_txt must be a positive integer, got 2.5"),
+                      ((True, 1, 2), "d_img must be a positive integer, got True"),
+                      ((1, 1, -3), "n_classes must be a positive integer, got -3"),
+                      ((1, 1, 1), "n_classes must be at least 2, got 1")):
+        with pytest.raises(ValueError, match=f"^ACMR: {bad}$"):
+            ACMR(*args, rng=rng)
+
+
+@pytest.mark.parametrize("triplet", ["hinge", "pull_push"])
+def test_one_class_batches_and_alpha_zero_leave_l_imi_out(triplet):
+    """A batch of one class (no negatives) or alpha = 0: L_imi is 0 in the model's own
+    dtype and the gradients are those of the objective without it (noise=None)."""
+    rng = np.random.default_rng(4)
+    img, txt = rng.normal(size=(6, 6)), rng.normal(size=(6, 5))
+    for labels, alpha in ((np.full(6, 1), 1.0), (np.array([0, 1, 0, 1, 0, 1]), 0.0)):
+        cfg = ACMRConfig(**SMALL, triplet=triplet, alpha=alpha)
+        a, b = (ACMR(6, 5, 2, cfg, rng=np.random.default_rng(0)) for _ in range(2))
+        terms = a.loss_and_grads(img, txt, labels, rng.random((2, 6, 6)), lam=0.3)
+        b.loss_and_grads(img, txt, labels, None, lam=0.3)
+        assert float(terms["L_imi"]) == 0.0 and terms["L_imi"].dtype == np.float32, (labels, alpha)
+        for k, g in b.named("grads").items():
+            np.testing.assert_array_equal(a.named("grads")[k], g, err_msg=k)
+
+
+def test_the_training_step_does_not_read_label_values(monkeypatch):
+    """loss_and_grads asks both cross-entropies not to check the labels' range (data.py
+    checked them once; on a GPU each check would wait for the device)."""
+    seen = []
+    real = losses.softmax_cross_entropy
+    monkeypatch.setattr(losses, "softmax_cross_entropy",
+                        lambda logits, labels, **kw: seen.append(kw.get("check_values", True)) or real(logits, labels, **kw))
+    rng = np.random.default_rng(0)
+    ACMR(6, 5, 2, ACMRConfig(**SMALL), rng=rng).loss_and_grads(
+        rng.normal(size=(4, 6)), rng.normal(size=(4, 5)), np.array([0, 1, 0, 1]), rng.random((2, 4, 4)), 0.1)
+    assert seen == [False, False]
 
 
 # ----------------------------------------------------------------------------- training
@@ -412,3 +575,21 @@ def test_metric_argument_errors_name_the_argument():
         precision_at_k(q, ql, q, ql, ks=[])
     with pytest.raises(InputError, match="^each k in ks must be a positive integer, got 0$"):
         precision_at_k(q, ql, q, ql, ks=[0])
+
+
+def test_metric_integer_arguments_and_embedding_checks():
+    from acmr_np.metrics import InputError, average_precisions
+    q, ql = np.ones((3, 2)), np.zeros(3, int)
+    for bad in (True, 2.0, 0):
+        with pytest.raises(InputError, match=f"^chunk_size must be a positive integer, got {bad!r}$"):
+            average_precisions(q, ql, q, ql, chunk_size=bad)
+    with pytest.raises(InputError, match="^k must be a positive integer, got 0$"):
+        average_precisions(q, ql, q, ql, k=0)
+    for name, args in (("query", (q[:0], ql[:0], q, ql)), ("gallery", (q, ql, q[:0], ql[:0]))):
+        with pytest.raises(InputError, match=rf"^{name} embeddings must be a non-empty 2-D array \(n, dim\), "
+                                             rf"got shape \(0, 2\)$"):
+            average_precisions(*args)
+    with pytest.raises(InputError, match=r"^query embeddings must be a non-empty 2-D array \(n, dim\), got shape \(2,\)$"):
+        average_precisions(q[0], ql[:1], q, ql)
+    with pytest.raises(InputError, match="^gallery labels must be a 1-D array of integer class ids"):
+        average_precisions(q, ql, q, ql.astype(float))
