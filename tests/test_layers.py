@@ -115,22 +115,58 @@ def _cupy():
     return cupy
 
 
+def _assert_same_up_to_summation_order(host, dev, scale):
+    """Host and device results of one computation agree to rounding. A different
+    summation order (cuBLAS, CuPy's reductions) moves an entry by a few ulps of the
+    magnitude of the terms summed into it, not of the entry: where the exact answer is 0
+    (L2Normalize.backward of a dout along y, a cancelling dot product) both sides are
+    rounding noise, and a tolerance relative to the entry alone fails on noise.
+    scale: a bound on the terms' magnitude (e.g. (|a| @ |b|).max() for a @ b)."""
+    np.testing.assert_allclose(dev, host, rtol=1e-12, atol=1e-13 * scale)
+
+
+def _product_scale(a, b):
+    return float((np.abs(a) @ np.abs(b)).max())
+
+
+def test_a_zero_answer_is_compared_at_the_scale_of_its_terms(rng):
+    """Why the cross-backend comparisons carry an absolute tolerance: L2Normalize's
+    backward of dout = x is exactly 0, and the same computation summed in another order
+    (here: the features permuted, on the CPU) gives other rounding noise, so a tolerance
+    relative to the entries alone would fail a right answer."""
+    x = rng.normal(size=(N, D))
+    perm = rng.permutation(D)
+    a, b = layers.L2Normalize(), layers.L2Normalize()
+    a.forward(x)
+    b.forward(x[:, perm])
+    one = a.backward(x)
+    other = np.empty_like(one)
+    other[:, perm] = b.backward(x[:, perm])
+    assert np.abs(one).max() < 1e-15 and not np.array_equal(one, other)  # noise, and not the same noise
+    with pytest.raises(AssertionError):
+        np.testing.assert_allclose(other, one, rtol=1e-12, atol=0)
+    _assert_same_up_to_summation_order(one, other, D * float(np.abs(x).max()))
+
+
 @pytest.mark.gpu
 def test_layers_same_numbers_on_cupy(rng):
     cp = _cupy()
     x, g = rng.normal(size=(N, D)), rng.normal(size=(N, M))
     host = layers.Linear(D, M, rng=np.random.default_rng(1), dtype=np.float64)
     dev = layers.Linear(D, M, rng=np.random.default_rng(1), xp=cp, dtype=np.float64)
-    np.testing.assert_array_equal(host.params["W"], dev.params["W"].get())
-    np.testing.assert_allclose(host.forward(x), dev.forward(cp.asarray(x)).get(), rtol=1e-12)
-    np.testing.assert_allclose(host.backward(g), dev.backward(cp.asarray(g)).get(), rtol=1e-12)
-    np.testing.assert_allclose(host.grads["W"], dev.grads["W"].get(), rtol=1e-12)
-    for make in (layers.Tanh, layers.ReLU, layers.Softmax, layers.L2Normalize):
-        a, b = make(), make()
-        np.testing.assert_allclose(a.forward(x), b.forward(cp.asarray(x)).get(), rtol=1e-12)
-        # atol: L2Normalize's backward of dout = x is exactly 0 (x has no part across itself),
-        # computed as a difference of O(1) terms whose last bits depend on the summation order
-        np.testing.assert_allclose(a.backward(x), b.backward(cp.asarray(x)).get(), rtol=1e-12, atol=1e-14)
+    W = host.params["W"]
+    np.testing.assert_array_equal(W, dev.params["W"].get())
+    _assert_same_up_to_summation_order(host.forward(x), dev.forward(cp.asarray(x)).get(), _product_scale(x, W))
+    _assert_same_up_to_summation_order(host.backward(g), dev.backward(cp.asarray(g)).get(), _product_scale(g, W.T))
+    _assert_same_up_to_summation_order(host.grads["W"], dev.grads["W"].get(), _product_scale(x.T, g))
+    _assert_same_up_to_summation_order(host.grads["b"], dev.grads["b"].get(), float(np.abs(g).sum(axis=0).max()))
+    # dout = x is along y for L2Normalize: its exact backward is 0, rounding noise on both sides
+    for dout in (x, rng.normal(size=(N, D))):
+        scale = D * float(np.abs(dout).max())  # bounds every sum over a row (|y| <= 1, |p| <= 1)
+        for make in (layers.Tanh, layers.ReLU, layers.Softmax, layers.L2Normalize):
+            a, b = make(), make()
+            _assert_same_up_to_summation_order(a.forward(x), b.forward(cp.asarray(x)).get(), D * float(np.abs(x).max()))
+            _assert_same_up_to_summation_order(a.backward(dout), b.backward(cp.asarray(dout)).get(), scale)
 
 
 @pytest.mark.gpu

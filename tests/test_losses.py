@@ -112,3 +112,63 @@ def test_label_range_check_can_be_skipped_and_probability_shape_is_checked(rng):
         losses.softmax_cross_entropy(logits, good.astype(float), check_values=False)
     with pytest.raises(ValueError, match=r"expected probabilities of shape \(N, C\), got \(6,\)"):
         losses.cross_entropy(np.full(N, 0.5), good)
+
+
+# A case worked out by hand, independent of the gradient check: row 0's triplet is
+# inactive (margin 1 + 1 - 4 < 0), row 1's active (1 + 1 - 0.25 = 1.75).
+HAND_A = np.array([[0.0, 0.0], [1.0, 1.0]])
+HAND_P = np.array([[1.0, 0.0], [0.0, 1.0]])
+HAND_Q = np.array([[0.0, 2.0], [1.5, 1.0]])
+
+
+def test_triplet_hinge_by_hand():
+    loss, (da, dp, dq) = losses.triplet_hinge(HAND_A, HAND_P, HAND_Q, 1.0)
+    assert float(loss) == pytest.approx(1.75 / 2, rel=1e-15)
+    # row 1: dh/dp = -2 (a - p) = (-2, 0), dh/dq = 2 (a - q) = (-1, 0), dh/da = 2 (q - p) = (3, 0); / N = 2
+    np.testing.assert_array_equal(dp, [[0.0, 0.0], [-1.0, 0.0]])
+    np.testing.assert_array_equal(dq, [[0.0, 0.0], [-0.5, 0.0]])
+    np.testing.assert_array_equal(da, [[0.0, 0.0], [1.5, 0.0]])
+    # a masked-out row contributes nothing; the mean is still over both rows
+    loss, grads = losses.triplet_hinge(HAND_A, HAND_P, HAND_Q, 1.0, mask=np.array([True, False]))
+    assert float(loss) == 0.0 and all(np.all(g == 0) for g in grads)
+    loss, (da, dp, dq) = losses.triplet_hinge(HAND_A, HAND_P, HAND_Q, 1.0, mask=np.array([False, True]))
+    assert float(loss) == pytest.approx(1.75 / 2, rel=1e-15) and dp[1].tolist() == [-1.0, 0.0]
+
+
+def test_pull_push_by_hand():
+    # row 0: pull 1, push max(0, 1 - 4) = 0; row 1: pull 1, push 0.5 * (1 - 0.25) = 0.375
+    loss, (da, dp, dq) = losses.pull_push(HAND_A, HAND_P, HAND_Q, 1.0, 0.5)
+    assert float(loss) == pytest.approx((1 + 1.375) / 2, rel=1e-15)
+    np.testing.assert_array_equal(dp, [[1.0, 0.0], [-1.0, 0.0]])       # -(2/N)(a - p): every row pulls
+    np.testing.assert_array_equal(dq, [[0.0, 0.0], [-0.25, 0.0]])      # (2 w/N)(a - q) where pushed
+    np.testing.assert_array_equal(da, [[-1.0, 0.0], [1.25, 0.0]])
+    loss, (da, dp, dq) = losses.pull_push(HAND_A, HAND_P, HAND_Q, 1.0, 0.5, mask=np.array([True, False]))
+    assert float(loss) == pytest.approx(1 / 2, rel=1e-15)
+    np.testing.assert_array_equal(dp, [[1.0, 0.0], [0.0, 0.0]])
+    np.testing.assert_array_equal(dq, np.zeros((2, 2)))
+    np.testing.assert_array_equal(da, [[-1.0, 0.0], [0.0, 0.0]])
+
+
+def test_triplet_mask_must_be_a_boolean_row_mask():
+    for fn in (lambda m: losses.triplet_hinge(HAND_A, HAND_P, HAND_Q, 1.0, mask=m),
+               lambda m: losses.pull_push(HAND_A, HAND_P, HAND_Q, 1.0, 0.5, mask=m)):
+        with pytest.raises(ValueError, match=r"mask must be a boolean array of shape \(2,\), got int64 \(2,\)"):
+            fn(np.array([1, 0]))
+        with pytest.raises(ValueError, match=r"mask must be a boolean array of shape \(2,\), got bool \(3,\)"):
+            fn(np.ones(3, bool))
+
+
+def test_softmax_cross_entropy_gradient_by_hand():
+    # two classes, logits (0, log 3): p = (1/4, 3/4); label 0 -> loss log 4, grad (p - onehot) / N
+    loss, grad = losses.softmax_cross_entropy(np.array([[0.0, np.log(3.0)], [0.0, 0.0]]), np.array([0, 1]))
+    assert float(loss) == pytest.approx((np.log(4.0) + np.log(2.0)) / 2, rel=1e-15)
+    np.testing.assert_allclose(grad, [[-0.375, 0.375], [0.25, -0.25]], rtol=1e-15, atol=1e-16)
+
+
+def test_l2_penalty_by_hand():
+    loss, (g1, g2) = losses.l2_penalty([np.array([[1.0, 2.0]]), np.array([3.0])], 0.5)
+    assert float(loss) == 0.5 * (1 + 4 + 9)
+    np.testing.assert_array_equal(g1, [[1.0, 2.0]])
+    np.testing.assert_array_equal(g2, [3.0])
+    with pytest.raises(ValueError, match="at least one weight array"):
+        losses.l2_penalty([], 0.5)
