@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import numbers
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-import scipy.sparse
 
 from .errors import input_error as _fail
+from .labels import as_classes, dense, is_multi_hot, kind_of, label_values, listing, show_classes, verb_for
+from .splits import stratified_split
 
 SPLITS = ("train", "val", "test")
 
@@ -94,7 +94,7 @@ class PairedDataset:
     classes: Optional[tuple] = None
 
     def __post_init__(self):
-        classes = tuple(range(self.n_classes)) if self.classes is None else _as_classes(self.classes)
+        classes = tuple(range(self.n_classes)) if self.classes is None else as_classes(self.classes)
         if len(classes) != self.n_classes:
             raise ValueError(f"PairedDataset: {len(classes)} classes given for n_classes={self.n_classes}")
         object.__setattr__(self, "classes", classes)
@@ -181,14 +181,9 @@ def _frozen(a):
     return a
 
 
-def _dense(a):
-    # MATLAB files often store bag-of-words features as sparse matrices
-    return a.toarray() if scipy.sparse.issparse(a) else np.asarray(a)
-
-
 def _as_features(a, where, key):
     """Check a feature matrix and return a read-only float32 C-contiguous copy (n, d)."""
-    a = _dense(a)
+    a = dense(a)
     if a.dtype.kind not in "biuf":
         raise _fail(f"{where}: {key} must be a 2-D numeric array (n, d), got dtype {a.dtype}")
     if a.ndim != 2:
@@ -204,178 +199,6 @@ def _as_features(a, where, key):
         raise _fail(f"{where}: {key} has {int(bad.sum())} {why} (first at row {r}, column {c}); "
                     f"features must be finite")
     return _frozen(x)
-
-
-# ---- checking labels ------------------------------------------------------------------
-
-def _from_objects(a, where, key):
-    """An object array (a pandas column, a list of mixed Python values) as str or int64."""
-    values = a.ravel().tolist()
-    if values and all(isinstance(v, str) for v in values):
-        return np.array(values, dtype=str).reshape(a.shape)
-    if values and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values):
-        if all(-2 ** 63 <= v < 2 ** 63 for v in values):
-            return np.array(values, dtype=np.int64).reshape(a.shape)
-    kinds = ", ".join(sorted({type(v).__name__ for v in values})) or "nothing"
-    raise _fail(f"{where}: {key} is an object array holding {kinds}; expected class labels that are "
-                f"all integers or all strings")
-
-
-def _label_matrix(a, where, key):
-    """A checked 0/1 label matrix (n, c) -> a uint8 copy: every value 0 or 1 and at least
-    one 1 per row (a row of zeros gives a pair no label: nothing could be relevant to it,
-    and Eq. 2's y_i / sum(y_i) would divide by zero)."""
-    not01 = (a != 0) & (a != 1)  # (NaN is neither)
-    if not01.any():
-        r, c = np.argwhere(not01)[0]
-        raise _fail(f"{where}: {key} has shape {a.shape} but holds value {a[r, c]} at row {r}, column {c}; "
-                    f"expected 0/1 label rows (one-hot, or multi-hot for multi-label data) or a vector of "
-                    f"class labels")
-    y = np.ascontiguousarray(a, dtype=np.uint8)
-    empty = ~y.any(axis=1)
-    if empty.any():
-        r = int(np.flatnonzero(empty)[0])
-        raise _fail(f"{where}: {key} row {r} has no 1 ({int(empty.sum())} rows of zeros); every pair needs at "
-                    f"least one label")
-    return y
-
-
-def label_values(labels, where="labels", key="labels", n_rows=None, *, keep_matrix=False):
-    """Check class labels as the user has them and return a vector (n,): int64 or str,
-    or for multi-hot rows a 0/1 label matrix (n, c) uint8.
-
-    Accepted: integers >= 0 (any integer or bool dtype, or floats holding whole
-    numbers), strings (str, or bytes decoded as UTF-8), one-hot rows (n, c) whose
-    column is the class, multi-hot rows (n, c) of 0/1 with at least one 1 each (returned
-    as the matrix), and vectors stored as (n, 1) columns or (1, n) rows (how MATLAB
-    stores them; ``n_rows`` tells a (1, n) row from a single one-hot row).
-    keep_matrix=True returns every 0/1 matrix as the matrix, one-hot ones included (for
-    build_dataset, which decides for all splits together which kind the data is).
-    """
-    a = _dense(labels)
-    if a.dtype.kind == "O":
-        a = _from_objects(a, where, key)
-    if a.dtype.kind == "S":  # HDF5 and MATLAB char data arrive as bytes
-        try:
-            a = np.char.decode(a, "utf-8")
-        except UnicodeDecodeError:
-            raise _fail(f"{where}: {key} holds byte strings that are not UTF-8 text") from None
-    if a.dtype.kind not in "biufU":
-        raise _fail(f"{where}: {key} must hold class labels (integers, strings or one-hot rows), "
-                    f"got dtype {a.dtype}")
-    if a.ndim == 2 and a.shape[0] == 1 and a.shape[1] > 1 and n_rows in (None, a.shape[1]):
-        a = a[0]  # a row vector (scipy.io.savemat writes 1-D arrays so)
-    elif a.ndim == 2 and a.shape[1] == 1:
-        a = a[:, 0]
-    if a.ndim == 2 and a.dtype.kind != "U":  # 0/1 rows: one-hot, or multi-hot (multi-label)
-        y = _label_matrix(a, where, key)
-        if keep_matrix or is_multi_hot(y):
-            return y
-        return np.argmax(y, axis=1).astype(np.int64)  # one 1 per row: its column is the class
-    if a.ndim != 1:
-        raise _fail(f"{where}: {key} must be a vector of class labels or 0/1 label rows (n, c), got shape "
-                    f"{a.shape}")
-    if a.dtype.kind == "U":
-        return a
-    if a.dtype.kind == "f":
-        frac = ~np.isfinite(a) | (a != np.round(a))
-        if frac.any():
-            r = int(np.flatnonzero(frac)[0])
-            raise _fail(f"{where}: {key} must hold integer class labels; found {a[r]} at row {r} "
-                        f"({int(frac.sum())} non-integer values)")
-        huge = np.abs(a) > 2 ** 53  # float64 stops holding every whole number here
-        if huge.any():
-            r = int(np.flatnonzero(huge)[0])
-            raise _fail(f"{where}: {key} has label {a[r]:g} at row {r}, too large to be a whole number in "
-                        f"floating point; store integer labels as integers")
-    if a.dtype.kind == "u" and len(a) and a.max() > np.iinfo(np.int64).max:
-        r = int(np.argmax(a))
-        raise _fail(f"{where}: {key} has label {a[r]} at row {r}; expected class labels below 2**63")
-    labels = a.astype(np.int64)
-    if len(labels) and labels.min() < 0:  # -1 usually marks "unlabelled": never a class
-        r = int(np.argmin(labels))
-        raise _fail(f"{where}: {key} has label {labels[r]} at row {r}; expected integer labels >= 0 "
-                    f"(or strings)")
-    return labels
-
-
-def is_multi_hot(y):
-    """Whether a 0/1 label matrix (n, c) has a row with more than one 1."""
-    return bool((y.sum(axis=1, dtype=np.int64) > 1).any())
-
-
-def _as_classes(classes):
-    """A tuple of Python ints or strs (JSON-able, in class-id order), without repeats."""
-    if isinstance(classes, (str, bytes)) or not hasattr(classes, "__iter__"):
-        raise TypeError(f"classes must be a sequence of class labels, got {type(classes).__name__}")
-    out = tuple(c.item() if isinstance(c, np.generic) else c for c in classes)
-    if not all(isinstance(c, str) or (isinstance(c, int) and not isinstance(c, bool)) for c in out):
-        raise TypeError(f"classes must be Python ints or strs, got {sorted({type(c).__name__ for c in out})}")
-    if len(set(out)) != len(out):
-        raise ValueError("classes must not repeat a label")
-    return out
-
-
-def _kind(raw):
-    return "strings" if raw.dtype.kind == "U" else "integers"
-
-
-def _listing(values, limit=5):
-    """"'cat', 'yak'" or "5, 7, ...": labels as the user wrote them (repr of each)."""
-    values = [v.item() if isinstance(v, np.generic) else v for v in values]
-    return ", ".join(repr(v) for v in values[:limit]) + (", ..." if len(values) > limit else "")
-
-
-def _show(values):
-    """'class 5' or "classes 'cat', 'yak' (2 in all)"."""
-    if len(values) == 1:
-        return f"class {_listing(values)}"
-    return f"classes {_listing(values)} ({len(values)} in all)"
-
-
-def _holds(key):
-    return "hold" if key.endswith("labels") else "holds"  # "test labels hold", "label_test holds"
-
-
-def encode_labels(raw, classes, *, where="encode_labels"):
-    """Class ids (n,) int64 of labels ``raw`` (n,) under ``classes`` (the tuple a
-    dataset or a saved run carries): raw[i] == classes[ids[i]]. A label that is not in
-    ``classes`` (e.g. a class the model never saw) is an InputError naming it.
-    Multi-hot rows (n, c') give a label matrix (n, len(classes)) uint8 whose column j is
-    the raw column classes[j] (multi-label classes are column indices); a 1 in a column
-    that ``classes`` lacks is an InputError naming it."""
-    raw = label_values(raw, where, "labels")
-    classes = _as_classes(classes)
-    if raw.ndim == 2:
-        return _encode_columns(raw, classes, where)
-    lookup = {c: i for i, c in enumerate(classes)}
-    ids = np.array([lookup.get(v, -1) for v in raw.tolist()], dtype=np.int64)
-    unseen = ids < 0
-    if unseen.any():
-        r = int(np.flatnonzero(unseen)[0])
-        raise _fail(f"{where}: {int(unseen.sum())} labels are not among the {len(classes)} classes "
-                    f"({_listing(classes, 8)}); the first is {raw[r].item()!r} at row {r}")
-    return ids
-
-
-def _encode_columns(raw, classes, where):
-    """encode_labels for a 0/1 label matrix raw (n, c'): the columns ``classes`` of it."""
-    if not all(isinstance(c, int) for c in classes):
-        raise _fail(f"{where}: multi-hot label rows need classes that are column indices (integers), got "
-                    f"{_listing(classes, 8)}")
-    cols = np.array(classes, dtype=np.int64)
-    inside = cols < raw.shape[1]
-    others = np.ones(raw.shape[1], dtype=bool)
-    others[cols[inside]] = False
-    stray = raw[:, others].any(axis=0)
-    if stray.any():
-        col = int(np.flatnonzero(others)[np.flatnonzero(stray)[0]])
-        r = int(np.flatnonzero(raw[:, col])[0])
-        raise _fail(f"{where}: label column {col} (first at row {r}) is not among the {len(classes)} classes "
-                    f"({_listing(classes, 8)})")
-    ids = np.zeros((len(raw), len(classes)), dtype=np.uint8)
-    ids[:, inside] = raw[:, cols[inside]]
-    return ids
 
 
 # ---- checking splits ------------------------------------------------------------------
@@ -449,18 +272,18 @@ def build_dataset(parts, *, where, name, val_fraction, rng, train_name=None):
     tr_raw = checked["train"][2]
     classes = np.unique(tr_raw)  # sorted: ids 0..c-1 in the order of the training labels
     if len(classes) < 2:
-        raise _fail(f"{where}: {k_tr} {_holds(k_tr)} only {len(classes)} class; training needs at least "
+        raise _fail(f"{where}: {k_tr} {verb_for(k_tr)} only {len(classes)} class; training needs at least "
                     f"2 classes")
     splits = {}
     for split, (x_img, x_txt, raw) in checked.items():
         key = keys[split][2]
-        if _kind(raw) != _kind(tr_raw):
-            raise _fail(f"{where}: {key} {_holds(key)} {_kind(raw)} but {k_tr} {_holds(k_tr)} "
-                        f"{_kind(tr_raw)}; every split needs the same kind of label")
+        if kind_of(raw) != kind_of(tr_raw):
+            raise _fail(f"{where}: {key} {verb_for(key)} {kind_of(raw)} but {k_tr} {verb_for(k_tr)} "
+                        f"{kind_of(tr_raw)}; every split needs the same kind of label")
         ids = np.searchsorted(classes, raw)
         unseen = classes[np.minimum(ids, len(classes) - 1)] != raw
         if unseen.any():
-            raise _fail(f"{where}: {key} {_holds(key)} {_show(np.unique(raw[unseen]))} that "
+            raise _fail(f"{where}: {key} {verb_for(key)} {show_classes(np.unique(raw[unseen]))} that "
                         f"{train_name or k_tr} lacks; every class must appear in the training split")
         splits[split] = Split(x_img, x_txt, _frozen(ids.astype(np.int64)))
     classes = tuple(c.item() for c in classes)
@@ -484,22 +307,22 @@ def _build_multilabel(checked, keys, *, where, name, val_fraction, rng, train_na
         key = keys[split][2]
         if raw.ndim != 2:
             multi = next(keys[s][2] for s, (_, _, r) in checked.items() if r.ndim == 2 and is_multi_hot(r))
-            raise _fail(f"{where}: {key} {_holds(key)} a vector of class labels but {multi} {_holds(multi)} "
+            raise _fail(f"{where}: {key} {verb_for(key)} a vector of class labels but {multi} {verb_for(multi)} "
                         f"multi-hot label rows; every split of multi-label data needs 0/1 label rows (n, c)")
         if n_cols is not None and raw.shape[1] != n_cols:
             raise _fail(f"{where}: {key} has {raw.shape[1]} label columns but {k_tr} has {n_cols}; every "
                         f"split needs the same label columns")
     present = checked["train"][2].any(axis=0)   # the label columns training teaches
     if present.sum() < 2:
-        raise _fail(f"{where}: {k_tr} {_holds(k_tr)} only {int(present.sum())} label; training needs at least "
+        raise _fail(f"{where}: {k_tr} {verb_for(k_tr)} only {int(present.sum())} label; training needs at least "
                     f"2 labels")
     splits = {}
     for split, (x_img, x_txt, raw) in checked.items():
         unseen = raw[:, ~present].any(axis=0)
         if unseen.any():
             cols = np.flatnonzero(~present)[unseen]
-            raise _fail(f"{where}: {keys[split][2]} {_holds(keys[split][2])} label "
-                        f"{'column' if len(cols) == 1 else 'columns'} {_listing(cols)} that "
+            raise _fail(f"{where}: {keys[split][2]} {verb_for(keys[split][2])} label "
+                        f"{'column' if len(cols) == 1 else 'columns'} {listing(cols)} that "
                         f"{train_name or k_tr} lacks; every label must appear in the training split")
         splits[split] = Split(x_img, x_txt, _frozen(np.ascontiguousarray(raw[:, present])))
     classes = tuple(int(c) for c in np.flatnonzero(present))
@@ -512,86 +335,6 @@ def _build_multilabel(checked, keys, *, where, name, val_fraction, rng, train_na
                     f"too small for it; supply a validation split")
     train = splits["train"]
     return PairedDataset(train.subset(keep), train.subset(val), test, len(classes), name, True, classes)
-
-
-# ---- validation split ---------------------------------------------------------------
-
-def stratified_split(labels, fraction, rng):
-    """Split indices 0..n-1 into (keep_idx, val_idx), both sorted, class by class.
-
-    labels: (n,) class ids >= 0. Each class with m items sends round(fraction * m) of
-    them (at random, from ``rng``) to the validation part, but at least 1 and at most
-    m - 1 when m >= 2, so both parts see every such class; a class with a single item
-    stays in the kept part. A 0/1 label matrix (n, c) (multi-label data) is split by
-    ``iterative_stratified_split``.
-    """
-    labels = np.asarray(labels)
-    if not 0 < fraction < 1:
-        raise _fail(f"val_fraction must be strictly between 0 and 1, got {fraction}")
-    if labels.ndim == 2:
-        return iterative_stratified_split(labels, fraction, rng)
-    if labels.ndim != 1 or labels.dtype.kind not in "iu" or (len(labels) and labels.min() < 0):
-        raise _fail("stratified_split: labels must be a 1-D array of non-negative integers")
-    n = len(labels)
-    perm = rng.permutation(n)
-    order = perm[np.argsort(labels[perm], kind="stable")]  # grouped by class, shuffled within each
-    grouped = labels[order]
-    counts = np.bincount(labels)
-    n_val = np.where(counts >= 2, np.clip(np.floor(fraction * counts + 0.5), 1, counts - 1), 0)
-    rank = np.arange(n) - (np.cumsum(counts) - counts)[grouped]  # position within its class
-    is_val = rank < n_val[grouped]
-    return np.sort(order[~is_val]), np.sort(order[is_val])
-
-
-def iterative_stratified_split(labels, fraction, rng):
-    """Split the rows of a 0/1 label matrix (n, c) into (keep_idx, val_idx), both sorted,
-    so that every label has about ``fraction`` of its pairs in validation.
-
-    A pair carries several labels, so its labels cannot each be stratified on their own.
-    This is iterative stratification (Sechidis, Tsoumakas and Vlahavas, ECML PKDD 2011)
-    for two parts, vectorised over pairs:
-
-      order the pairs at random (``rng``, its only use);
-      while a pair is unassigned:
-          take the label l held by the fewest unassigned pairs (ties: the lower column);
-          of its m unassigned pairs, send the first k (in the random order) to validation
-          and the rest to the kept part, with
-              k = clip(round(fraction * n_l - v_l), 0, m)
-          where n_l is the label's number of pairs and v_l how many of them validation
-          already holds (pairs assigned for rarer labels before).
-
-    Sechidis et al. assign the m pairs one at a time, each to the part whose remaining
-    demand for label l is largest; for two parts, whose demands for l add up to m, that
-    greedy sends exactly round(fraction n_l - v_l) of them to validation (up to how a
-    tie at .5 is broken), so k is its closed form, and which k pairs go is random either
-    way. Rare labels come first because they have the least room: a rare label's pairs
-    are placed while both parts can still take them. One pass per label; each pass reads
-    one column, so the cost is O(n c). Validation holds about fraction * n pairs (not
-    exactly: a pair counts for all of its labels). A label with few pairs may get none in
-    validation (round(0.1 * 3) = 0), and one whose pairs all went to validation for
-    rarer labels' sake is missing from the kept part (rare; the model still has a
-    column for it).
-    """
-    y = np.asarray(labels)
-    if y.ndim != 2 or y.dtype.kind not in "biu":
-        raise _fail("iterative_stratified_split: labels must be a 0/1 integer or boolean matrix (n, c)")
-    n = len(y)
-    order = rng.permutation(n)
-    yo = np.asarray(y[order], dtype=bool)                 # (n, c) rows in the random order
-    unassigned = np.ones(n, dtype=bool)
-    to_val = np.zeros(n, dtype=bool)
-    remaining = yo.sum(axis=0, dtype=np.int64)            # unassigned pairs holding each label
-    wanted = fraction * remaining                         # fraction * n_l
-    in_val = np.zeros(y.shape[1], dtype=np.int64)         # v_l
-    while remaining.any():
-        label = int(np.argmin(np.where(remaining > 0, remaining, np.iinfo(np.int64).max)))
-        pairs = np.flatnonzero(yo[:, label] & unassigned)  # its unassigned pairs, in random order
-        k = int(np.clip(np.floor(wanted[label] - in_val[label] + 0.5), 0, len(pairs)))
-        to_val[pairs[:k]] = True
-        unassigned[pairs] = False
-        remaining -= yo[pairs].sum(axis=0, dtype=np.int64)
-        in_val += yo[pairs[:k]].sum(axis=0, dtype=np.int64)
-    return np.sort(order[~to_val]), np.sort(order[to_val])
 
 
 def check_seed_and_fraction(seed, val_fraction):

@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from .datasets import SPLITS, Split, build_dataset, check_arrays, check_seed_and_fraction, encode_labels
+from .datasets import SPLITS, Split, build_dataset, check_arrays, check_seed_and_fraction
+from .labels import encode_labels
 from .errors import input_error as _fail
 from .synthetic import make_synthetic
 

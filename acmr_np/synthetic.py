@@ -102,7 +102,7 @@ def make_synthetic_multilabel(seed=0, n_train=2000, n_test=700, n_classes=12, d_
     Two pairs are relevant to each other when they share a label (the protocol of
     metrics.py for label matrices). A pair with labels {a, b} lies between the centres
     of a and b, near both label's other pairs. The validation part is carved from
-    train by iterative stratification (datasets.iterative_stratified_split).
+    train by iterative stratification (splits.iterative_stratified_split).
     """
     check_seed_and_fraction(seed, val_fraction)
     for arg, v, lo in (("n_classes", n_classes, 2), ("n_train", n_train, 2 * n_classes),

@@ -6,8 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from acmr_np.datasets import (PairedDataset, Split, encode_labels, label_values, make_split,
-                              stratified_split)
+from acmr_np.datasets import PairedDataset, Split, make_split
+from acmr_np.labels import encode_labels, label_values
+from acmr_np.splits import stratified_split
 from acmr_np.errors import InputError
 from acmr_np.synthetic import make_synthetic
 

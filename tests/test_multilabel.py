@@ -15,7 +15,9 @@ import scipy.io
 
 import acmr_np
 from acmr_np import label_losses, losses, triplets
-from acmr_np.datasets import PairedDataset, encode_labels, iterative_stratified_split
+from acmr_np.datasets import PairedDataset
+from acmr_np.labels import encode_labels
+from acmr_np.splits import iterative_stratified_split
 from acmr_np.errors import InputError
 from acmr_np.formats import load_dataset, load_split
 from acmr_np.gradcheck import loss_errors, numerical_gradient, scaled_error
