@@ -23,7 +23,7 @@ _EXPORTS = {
     "fit": "training", "evaluate": "training", "batches": "training", "Batch": "training",
     "History": "training", "Training": "training", "Trainer": "trainer",
     "save_model": "checkpoint", "load_model": "checkpoint",
-    "retrieve": "metrics", "evaluate_retrieval": "metrics", "mean_average_precision": "metrics",
+    "retrieve": "ranking", "evaluate_retrieval": "metrics", "mean_average_precision": "metrics",
     "get_backend": "backend", "get_array_module": "backend", "to_device": "backend", "to_host": "backend",
 }
 __all__ = [*_EXPORTS, "__version__"]

@@ -1,6 +1,6 @@
 """Retrieval metrics: mean average precision (mAP), precision@k and the PR curve.
 
-The protocol is that of ACMR.md section 6. Each query of one modality (say an image)
+The protocol is the common one of the cross-modal retrieval literature. Each query of one modality (say an image)
 ranks the whole gallery of the other modality (the texts of the same split) by cosine
 similarity, highest first. A gallery item is relevant when it has the query's class label;
 for multi-label data (labels given as 0/1 rows (n, c)) when it shares at least one label
@@ -28,7 +28,8 @@ Two conventions that change numbers, stated once here and in the docstrings:
 The full (n_query, n_gallery) similarity matrix is never built: queries are processed in
 chunks of ``chunk_size`` rows, so memory grows with chunk_size * n_gallery, not with
 n_query * n_gallery (``chunk_size=None``, the default, chooses it per backend:
-``default_chunk_size``). Inside a chunk everything is vectorised:
+``ranking.default_chunk_size``; the ranking rule itself, and ``retrieve``, are in
+ranking.py). Inside a chunk everything is vectorised:
 similarity -> stable argsort -> gather relevance -> cumsum -> precision at relevant ranks.
 Every function runs on NumPy or CuPy, whichever holds the embeddings; the results come
 back as host (NumPy) arrays or Python floats. With label rows, relevance inside a chunk is
@@ -36,61 +37,16 @@ one more product: (Y_q Y_g^T > 0) (c, ng), read in ranked order. On CuPy nothing
 for the device until the end: the embeddings' finiteness is checked on the device and its
 flags come back in the same copy as the results, one copy per call (``_fetch``).
 """
-import numbers
-
 import numpy
 
-from .backend import get_array_module, to_device, to_host
+from .backend import get_array_module, to_host
 from .errors import InputError
-from .fast import argsort_desc_float32
-
-_EPS = 1e-12  # a vector shorter than this is treated as zero: it gets similarity 0, not NaN
-
-# Queries ranked at once when chunk_size is None. NumPy: 256, measured fastest on the CPU
-# (docs/PERFORMANCE.md, Evaluation). CuPy: as many queries as keep a chunk at about
-# CUPY_CHUNK_ENTRIES (query, gallery) entries, at least 256. A chunk's temporaries take
-# about 40 bytes per entry on the device (similarity, its negation, the sort's keys and
-# int64 indices, the gathered labels, the hit counts, the float64 precisions), so ~1.3 GiB
-# whatever the gallery size; each of its kernels then runs over 2**25 elements, far more
-# than a GPU needs to fill every core, and a whole validation or test split of a few
-# thousand items is one chunk. Chosen from these sizes; NOT measured on a GPU.
-NUMPY_CHUNK_SIZE = 256
-CUPY_CHUNK_ENTRIES = 1 << 25
-
+# the ranking rule and its helpers (ranking.py), under the short names used below
+from .ranking import (check_positive_int as _check_positive_int, chunks as _chunks, l2_normalise as _l2_normalise,
+                      on_backend as _on, resolve_chunk_size as _chunk_size,
+                      stable_argsort_desc as _stable_argsort_desc)
 
 # ----------------------------------------------------------------------------- helpers
-
-def _on(x, xp):
-    """Return ``x`` as an array of the module ``xp`` (copies between host and device)."""
-    return to_host(x) if xp is numpy else to_device(x, xp)
-
-
-def _l2_normalise(x, xp):
-    """Scale each row of x (n, d) to unit length; rows with norm < _EPS become ~0."""
-    norms = xp.sqrt((x * x).sum(axis=1, keepdims=True))  # (n, 1)
-    return x / xp.maximum(norms, _EPS)
-
-
-def _stable_argsort_desc(sim, xp):
-    """Indices (c, ng) that sort each row of sim (c, ng) from highest to lowest.
-
-    Sorting -sim ascending with a stable sort keeps equal values in index order;
-    reversing an ascending sort instead would put ties in *descending* index order.
-    NumPy's default sort is not stable, so we ask for it; CuPy's argsort is always
-    stable (and older CuPy versions reject the ``kind`` argument). For float32 on NumPy,
-    acmr_np.fast gives the same order several times faster.
-    """
-    if xp is numpy:
-        if sim.dtype == numpy.float32 and sim.shape[1] <= 2 ** 32:
-            return argsort_desc_float32(sim)
-        return numpy.argsort(-sim, axis=1, kind="stable")
-    return xp.argsort(-sim, axis=1)
-
-
-def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}")
-
 
 def relevance_protocol(labels):
     """What counts as relevant for these labels, in words: "same class" for class ids
@@ -109,22 +65,6 @@ def _check_labels(name, labels, xp):
         raise InputError(f"{name} labels must be a 1-D array of integer class ids or 0/1 label rows "
                          f"(n, c), got shape {labels.shape} and dtype {labels.dtype}")
     return labels
-
-
-def default_chunk_size(xp, n_gallery):
-    """The queries ranked at once when chunk_size is None: NUMPY_CHUNK_SIZE on NumPy, and on
-    CuPy CUPY_CHUNK_ENTRIES // n_gallery (at least 256; see CUPY_CHUNK_ENTRIES)."""
-    if xp is numpy:
-        return NUMPY_CHUNK_SIZE
-    return max(NUMPY_CHUNK_SIZE, CUPY_CHUNK_ENTRIES // max(int(n_gallery), 1))
-
-
-def _chunk_size(chunk_size, xp, n_gallery):
-    """chunk_size as given (checked), or the backend's default for None."""
-    if chunk_size is None:
-        return default_chunk_size(xp, n_gallery)
-    _check_positive_int(chunk_size, "chunk_size")
-    return chunk_size
 
 
 def _fetch(xp, arrays, checks):
@@ -192,11 +132,6 @@ def _prepare(query_emb, query_labels, gallery_emb, gallery_labels, chunk_size):
     return xp, q, q_labels, _l2_normalise(g, xp), g_labels, _chunk_size(chunk_size, xp, g.shape[0]), checks
 
 
-def _chunks(n, chunk_size):
-    """Slices start:stop covering range(n) in steps of chunk_size."""
-    return (slice(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size))
-
-
 def _ranked_relevance(q, q_labels, g_unit, g_labels, top, xp):
     """Relevance of the top-ranked gallery items for one chunk of queries.
 
@@ -215,36 +150,6 @@ def _ranked_relevance(q, q_labels, g_unit, g_labels, top, xp):
 
 
 # ----------------------------------------------------------------------------- metrics
-
-def cosine_similarity(queries, gallery):
-    """Cosine similarity of every query with every gallery item.
-
-    queries (nq, d), gallery (ng, d) -> (nq, ng), on the backend of the inputs.
-    Rows are L2-normalised with a small epsilon, so a zero vector has similarity 0
-    with everything instead of NaN. Builds the full matrix: for evaluation use the
-    chunked functions below.
-    """
-    xp = get_array_module(queries, gallery)
-    queries, gallery = _on(queries, xp), _on(gallery, xp)
-    return _l2_normalise(queries, xp) @ _l2_normalise(gallery, xp).T
-
-
-def rank_gallery(query_emb, gallery_emb, top=None):
-    """Each query's ranking of the gallery, best first: the ranking every metric here
-    scores, for looking at a few queries (retrieval examples, debugging).
-
-    query_emb (nq, d), gallery_emb (ng, d), any backend; top: how many ranks to keep
-    (None: all ng; more than ng is the same as ng). Returns a host int64 array
-    (nq, top) of gallery indices: cosine similarity, highest first, equal similarities
-    by gallery index, ascending. Builds the full (nq, ng) similarity matrix, so it is
-    meant for a few queries, not for scoring a whole split.
-    """
-    sim = cosine_similarity(query_emb, gallery_emb)             # (nq, ng), on the inputs' backend
-    if top is not None:
-        _check_positive_int(top, "top")
-    ng = sim.shape[1]
-    top = ng if top is None else min(int(top), ng)
-    return to_host(_stable_argsort_desc(sim, get_array_module(sim))[:, :top])
 
 def average_precisions(query_emb, query_labels, gallery_emb, gallery_labels,
                        k=None, chunk_size=None):
@@ -374,35 +279,6 @@ def precision_recall_curve(query_emb, query_labels, gallery_emb, gallery_labels,
     return precision, recall
 
 
-def retrieve(query_emb, gallery_emb, k=10, chunk_size=None):
-    """The top-k gallery items of every query: (indices, scores).
-
-    query_emb (nq, d), gallery_emb (ng, d): embeddings in one common space (e.g.
-    model.embed_texts(texts) and model.embed_images(images)), any backend. k: results per
-    query (at most ng). Returns host arrays indices (nq, k) int64 into the gallery and
-    scores (nq, k) float, the cosine similarities, best first; equal similarities in
-    gallery order (the ranking rule of the metrics above). Memory O(chunk_size * ng).
-    """
-    _check_positive_int(k, "k")
-    if chunk_size is not None:
-        _check_positive_int(chunk_size, "chunk_size")
-    xp = get_array_module(query_emb, gallery_emb)
-    q, g = _on(query_emb, xp), _on(gallery_emb, xp)
-    if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1] or 0 in q.shape or 0 in g.shape:
-        raise ValueError(f"retrieve: expected non-empty query (nq, d) and gallery (ng, d) embeddings of one "
-                         f"width, got shapes {tuple(q.shape)} and {tuple(g.shape)}")
-    k = min(int(k), g.shape[0])
-    chunk_size = _chunk_size(chunk_size, xp, g.shape[0])
-    g_unit = _l2_normalise(g, xp)
-    indices, scores = [], []
-    for rows in _chunks(q.shape[0], chunk_size):
-        sim = _l2_normalise(q[rows], xp) @ g_unit.T                 # (c, ng)
-        order = _stable_argsort_desc(sim, xp)[:, :k]                # (c, k)
-        indices.append(order)
-        scores.append(xp.take_along_axis(sim, order, axis=1))
-    return to_host(xp.concatenate(indices)), to_host(xp.concatenate(scores))
-
-
 def evaluate_retrieval(img_emb, txt_emb, labels, k=50, chunk_size=None):
     """Both retrieval directions on one split, as reported in ACMR.md section 7.
 
@@ -425,34 +301,3 @@ def evaluate_retrieval(img_emb, txt_emb, labels, k=50, chunk_size=None):
         out[f"map{suffix}_img2txt"], out[f"map{suffix}_txt2img"] = i2t[j], t2i[j]
         out[f"map{suffix}_avg"] = (i2t[j] + t2i[j]) / 2
     return out
-
-
-def recall_at_k(query_emb, gallery_emb, ks=(1, 5, 10), chunk_size=256):
-    """Instance-level Recall@K on paired data: the share of queries whose own partner
-    (gallery item i for query i) is among the top K results.
-
-    query_emb (n, d), gallery_emb (n, d): the two modalities of n pairs, any backend;
-    ks: positive ints. Returns a host float64 array (len(ks),). The ranking rule is the
-    metrics' (cosine, highest first, equal similarities by gallery index), so no sort is
-    needed: the partner's rank is the number of items more similar than it, plus the
-    equally similar ones with a lower index. One copy to the host at the end.
-    """
-    xp = get_array_module(query_emb, gallery_emb)
-    q, g = _on(query_emb, xp), _on(gallery_emb, xp)
-    if q.ndim != 2 or q.shape != g.shape or q.shape[0] == 0:
-        raise InputError(f"recall_at_k: expected paired embeddings of one shape (n, d), got "
-                         f"{tuple(q.shape)} and {tuple(g.shape)}")
-    ks = numpy.atleast_1d(numpy.asarray(ks)).tolist()
-    for k in ks:
-        _check_positive_int(k, "each k in ks")
-    _check_positive_int(chunk_size, "chunk_size")
-    g_unit, n = _l2_normalise(g, xp), q.shape[0]
-    ranks = xp.empty(n, dtype=xp.int64)
-    for rows in _chunks(n, chunk_size):
-        sim = _l2_normalise(q[rows], xp) @ g_unit.T                      # (c, n)
-        own = xp.arange(rows.start, rows.stop)
-        partner = sim[xp.arange(len(own)), own][:, None]                 # (c, 1)
-        before = xp.arange(n)[None, :] < own[:, None]                    # lower gallery index
-        ranks[rows] = ((sim > partner) | ((sim == partner) & before)).sum(axis=1)
-    k_arr = xp.asarray(ks, dtype=xp.int64)
-    return to_host((ranks[:, None] < k_arr[None, :]).mean(axis=0, dtype=xp.float64))

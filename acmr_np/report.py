@@ -16,7 +16,7 @@ import numpy
 from .backend import to_host
 from .errors import InputError
 from .files import write_text
-from .metrics import rank_gallery
+from .ranking import rank_gallery
 
 RELEVANT, NOT_RELEVANT = "\u2713", "\u2717"  # check mark and ballot x
 DIRECTIONS = (("img2txt", "image \u2192 text"), ("txt2img", "text \u2192 image"))
@@ -78,7 +78,7 @@ def retrieval_examples(img_emb, txt_emb, labels, queries, k=10, class_names=None
 
     img_emb (n, m), txt_emb (n, m), labels (n,) of one paired split (any backend);
     queries: indices into it. Query i is image i (ranking all texts) and text i
-    (ranking all images), ranked by ``metrics.rank_gallery``: cosine similarity, equal
+    (ranking all images), ranked by ``ranking.rank_gallery``: cosine similarity, equal
     similarities in gallery order, exactly the ranking the metrics score. Each result
     is printed as its class followed by ✓ (same class as the query: relevant) or ✗.
     For multi-label data (labels as 0/1 rows (n, c)) each item shows its labels joined

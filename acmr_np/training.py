@@ -18,7 +18,8 @@ from .backend import get_array_module, get_backend, to_device, to_host
 from .config import ACMRConfig, TrainConfig
 from .errors import InputError
 from .fast import FastTrainer
-from .metrics import evaluate_retrieval, paired_map, precision_at_k, recall_at_k
+from .metrics import evaluate_retrieval, paired_map, precision_at_k
+from .ranking import recall_at_k
 from .model import ACMR
 from .trainer import Trainer
 

@@ -83,7 +83,8 @@ def baseline_map(query, q_labels, gallery, g_labels, xp):
 
 def run_method(method, backend, n, dim, n_classes, chunk_size, seed):
     """Both directions with one implementation; returns the measurements (worker process)."""
-    from acmr_np.metrics import default_chunk_size, mean_average_precision
+    from acmr_np.metrics import mean_average_precision
+    from acmr_np.ranking import default_chunk_size
 
     xp = get_backend(backend)
     if chunk_size is None:
@@ -119,7 +120,7 @@ def main(argv=None):
     p.add_argument("--dim", type=int, default=200)
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--chunk-size", type=int, default=None,
-                   help="acmr_np's queries per chunk (default: the backend's, metrics.default_chunk_size: "
+                   help="acmr_np's queries per chunk (default: the backend's, ranking.default_chunk_size: "
                         "256 on numpy)")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
     p.add_argument("--quick", action="store_true", help="5,000 x 5,000 instead of --n")

@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import pytest
 
-from acmr_np import ablations, baselines, fast, metrics, optim, plots, training
+from acmr_np import ablations, baselines, fast, metrics, optim, plots, ranking, training
 from acmr_np.config import ACMRConfig, TrainConfig
 from acmr_np.errors import InputError
 from acmr_np.fast import FastTrainer
@@ -384,7 +384,7 @@ def test_evaluation_on_the_device_equals_the_float64_reference_in_one_copy(cp):
             assert type(got) is np.ndarray and np.array_equal(got, want), (k, chunk_size)
             assert (c.syncs, c.transfers) == (1, 1), c
     ranks = np.arange(1, 301)
-    rel = labels[np.argsort(-(metrics._l2_normalise(img, np) @ metrics._l2_normalise(txt, np).T),
+    rel = labels[np.argsort(-(ranking.l2_normalise(img, np) @ ranking.l2_normalise(txt, np).T),
                             axis=1, kind="stable")] == labels[:, None]
     hits = np.cumsum(rel, axis=1, dtype=np.float64)
     with cp.counting() as c:
@@ -431,9 +431,9 @@ def test_the_device_checks_finiteness_with_the_results(cp):
 
 
 def test_the_chunk_size_is_chosen_per_backend(cp):
-    assert metrics.default_chunk_size(np, 20000) == 256 == metrics.default_chunk_size(np, 10)
-    assert metrics.default_chunk_size(cp, 20000) == (1 << 25) // 20000 == 1677
-    assert metrics.default_chunk_size(cp, 10 ** 6) == 256          # never below NumPy's
+    assert ranking.default_chunk_size(np, 20000) == 256 == ranking.default_chunk_size(np, 10)
+    assert ranking.default_chunk_size(cp, 20000) == (1 << 25) // 20000 == 1677
+    assert ranking.default_chunk_size(cp, 10 ** 6) == 256          # never below NumPy's
     img, txt, labels = _embeddings(n=700)
     di, dt = cp.asarray(img), cp.asarray(txt)
     launches = {}

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from acmr_np.errors import InputError
-from acmr_np.metrics import (average_precisions, cosine_similarity, evaluate_retrieval,
-                             mean_average_precision, precision_at_k,
-                             precision_recall_curve, rank_gallery)
+from acmr_np.metrics import (average_precisions, evaluate_retrieval, mean_average_precision, precision_at_k,
+                             precision_recall_curve)
+from acmr_np.ranking import cosine_similarity, rank_gallery
 
 # One query along the x axis. Every dot product below is exact in floating point
 # (entries are 0, +-1 or equal pairs), so the rankings are certain, ties included.
@@ -266,7 +266,7 @@ def test_cupy_matches_numpy(data):
 
 
 def test_recall_at_k_against_a_loop_with_ties():
-    from acmr_np.metrics import recall_at_k
+    from acmr_np.ranking import recall_at_k
     rng = np.random.default_rng(11)
     n = 23
     q = rng.normal(size=(n, 4))

@@ -525,14 +525,15 @@ def test_recall_of_a_query_with_one_relevant_item():
 
 def test_every_metric_ranks_at_most_chunk_size_queries_at_once(monkeypatch):
     """Memory grows with chunk_size * n_gallery: each function passes its chunk_size on."""
-    from acmr_np import metrics
+    from acmr_np import metrics, ranking
     rng = np.random.default_rng(8)
     q, g = rng.normal(size=(7, 3)), rng.normal(size=(9, 3))
     ql, gl = rng.integers(0, 2, size=7), rng.integers(0, 2, size=9)
     rows = []
-    real_rel, real_sort = metrics._ranked_relevance, metrics._stable_argsort_desc
+    real_rel, real_sort = metrics._ranked_relevance, ranking.stable_argsort_desc
     monkeypatch.setattr(metrics, "_ranked_relevance", lambda q, *a: rows.append(len(q)) or real_rel(q, *a))
-    monkeypatch.setattr(metrics, "_stable_argsort_desc", lambda sim, xp: rows.append(len(sim)) or real_sort(sim, xp))
+    for module, name in ((metrics, "_stable_argsort_desc"), (ranking, "stable_argsort_desc")):
+        monkeypatch.setattr(module, name, lambda sim, xp: rows.append(len(sim)) or real_sort(sim, xp))
     calls = {
         "average_precisions": lambda: metrics.average_precisions(q, ql, g, gl, chunk_size=3),
         "mean_average_precision": lambda: metrics.mean_average_precision(q, ql, g, gl, chunk_size=3),
@@ -540,7 +541,7 @@ def test_every_metric_ranks_at_most_chunk_size_queries_at_once(monkeypatch):
         "precision_at_k": lambda: metrics.precision_at_k(q, ql, g, gl, [1, 4], chunk_size=3),
         "precision_recall_curve": lambda: metrics.precision_recall_curve(q, ql, g, gl, chunk_size=3),
         "evaluate_retrieval": lambda: metrics.evaluate_retrieval(q, q, ql, k=4, chunk_size=3),
-        "retrieve": lambda: metrics.retrieve(q, g, k=2, chunk_size=3),
+        "retrieve": lambda: ranking.retrieve(q, g, k=2, chunk_size=3),
     }
     for name, call in calls.items():
         rows.clear()
@@ -549,7 +550,7 @@ def test_every_metric_ranks_at_most_chunk_size_queries_at_once(monkeypatch):
 
 
 def test_retrieve_defaults_and_shapes():
-    from acmr_np.metrics import retrieve
+    from acmr_np.ranking import retrieve
     rng = np.random.default_rng(9)
     q, g = rng.normal(size=(2, 3)), rng.normal(size=(12, 3))
     idx, scores = retrieve(q, g)
@@ -568,7 +569,8 @@ def test_retrieve_defaults_and_shapes():
 
 
 def test_metric_argument_errors_name_the_argument():
-    from acmr_np.metrics import InputError, precision_at_k, rank_gallery
+    from acmr_np.metrics import InputError, precision_at_k
+    from acmr_np.ranking import rank_gallery
     q, ql = np.ones((3, 2)), np.zeros(3, int)
     with pytest.raises(InputError, match="^top must be a positive integer, got 0$"):
         rank_gallery(q, q, top=0)

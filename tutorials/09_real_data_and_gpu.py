@@ -285,7 +285,7 @@ else:
 #    show that it does *something*?
 # 3. **Both backends in one function.** Write `cosine_sim(a, b)` (rows normalised to unit
 #    length, then a @ b.T) with `xp = get_array_module(a, b)`, and check it against
-#    `acmr_np.metrics.cosine_similarity` on random NumPy arrays of 5 x 4 and 7 x 4
+#    `acmr_np.ranking.cosine_similarity` on random NumPy arrays of 5 x 4 and 7 x 4
 #    (measured: largest difference 0.0, in float64 and in float32: the same arithmetic).
 #    On a machine with CuPy, pass `to_device(a, cupy)` and `to_device(b, cupy)`: the
 #    result should be a CuPy array whose `to_host` equals the NumPy result to float32
