@@ -286,16 +286,8 @@ def build_dataset(parts, *, where, name, val_fraction, rng, train_name=None):
             raise _fail(f"{where}: {key} {verb_for(key)} {show_classes(np.unique(raw[unseen]))} that "
                         f"{train_name or k_tr} lacks; every class must appear in the training split")
         splits[split] = Split(x_img, x_txt, _frozen(ids.astype(np.int64)))
-    classes = tuple(c.item() for c in classes)
-    test = splits.get("test")
-    if "val" in splits:
-        return PairedDataset(splits["train"], splits["val"], test, len(classes), name, False, classes)
-    keep, val = stratified_split(splits["train"].labels, val_fraction, rng)
-    if len(val) == 0:
-        raise _fail(f"{name}: val_fraction={val_fraction} leaves no validation pairs: every class has a "
-                    f"single training pair; supply a validation split")
-    train = splits["train"]
-    return PairedDataset(train.subset(keep), train.subset(val), test, len(classes), name, True, classes)
+    return _assemble(splits, tuple(c.item() for c in classes), name, val_fraction, rng,
+                     "every class has a single training pair")
 
 
 def _build_multilabel(checked, keys, *, where, name, val_fraction, rng, train_name):
@@ -325,14 +317,20 @@ def _build_multilabel(checked, keys, *, where, name, val_fraction, rng, train_na
                         f"{'column' if len(cols) == 1 else 'columns'} {listing(cols)} that "
                         f"{train_name or k_tr} lacks; every label must appear in the training split")
         splits[split] = Split(x_img, x_txt, _frozen(np.ascontiguousarray(raw[:, present])))
-    classes = tuple(int(c) for c in np.flatnonzero(present))
+    return _assemble(splits, tuple(int(c) for c in np.flatnonzero(present)), name, val_fraction, rng,
+                     "the training split is too small for it")
+
+
+def _assemble(splits, classes, name, val_fraction, rng, too_small):
+    """The PairedDataset of checked splits {"train", "test"?, "val"?}: without a validation
+    split, a stratified ``val_fraction`` of train becomes one (splits.stratified_split)."""
     test = splits.get("test")
     if "val" in splits:
         return PairedDataset(splits["train"], splits["val"], test, len(classes), name, False, classes)
     keep, val = stratified_split(splits["train"].labels, val_fraction, rng)
     if len(val) == 0:
-        raise _fail(f"{name}: val_fraction={val_fraction} leaves no validation pairs: the training split is "
-                    f"too small for it; supply a validation split")
+        raise _fail(f"{name}: val_fraction={val_fraction} leaves no validation pairs: {too_small}; "
+                    f"supply a validation split")
     train = splits["train"]
     return PairedDataset(train.subset(keep), train.subset(val), test, len(classes), name, True, classes)
 

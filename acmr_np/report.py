@@ -10,6 +10,7 @@ No matplotlib here: this module works wherever the package does. The figures are
 acmr_np.plots.
 """
 import os
+from types import SimpleNamespace
 
 import numpy
 
@@ -86,11 +87,10 @@ def retrieval_examples(img_emb, txt_emb, labels, queries, k=10, class_names=None
     """
     img, txt = host_pair((img_emb, txt_emb), "embeddings")
     labels = numpy.asarray(to_host(labels))
-    if labels.ndim == 2:
-        return _multilabel_examples(img, txt, labels, queries, k, class_names, title)
     n = len(labels)
     if not len(img) == len(txt) == n:
-        raise InputError(f"{len(img)} image and {len(txt)} text embeddings for {n} labels")
+        raise InputError(f"{len(img)} image and {len(txt)} text embeddings for {n} "
+                         f"{'label rows' if labels.ndim == 2 else 'labels'}")
     queries = [int(q) for q in queries]
     bad = [q for q in queries if not 0 <= q < n]
     if bad:
@@ -98,47 +98,44 @@ def retrieval_examples(img_emb, txt_emb, labels, queries, k=10, class_names=None
     if isinstance(k, bool) or int(k) != k or k < 1:
         raise InputError(f"k must be a positive integer, got {k!r}")
     k = min(int(k), n)
-    if class_names is not None and len(class_names) <= int(labels.max()):
-        raise InputError(f"{len(class_names)} class names for labels up to {int(labels.max())}")
-
-    cw = len(str(int(labels.max())))                                  # widths that keep columns aligned
-    nw = max(len(str(c)) for c in class_names) if class_names is not None else 0
-
-    def name(c):
-        return f"class {c:>{cw}}" + (f" {class_names[c]:<{nw}}" if class_names is not None else "")
+    kind = (_label_rows if labels.ndim == 2 else _class_ids)(labels, class_names)
 
     width = len(str(n - 1))
     lines = [title] if title else []
-    lines += [f"Top {k} results of each query by cosine similarity, best first: the class of each "
-              f"result, {RELEVANT} = same class as the query (relevant), {NOT_RELEVANT} = another class."]
+    lines += [f"Top {k} results of each query by cosine similarity, best first: {kind.legend}"]
     if class_names is not None:
-        lines.append("classes: " + ", ".join(f"{i} {c}" for i, c in enumerate(class_names)))
+        lines.append(f"{kind.names}: " + ", ".join(f"{i} {c}" for i, c in enumerate(class_names)))
     for key, direction in DIRECTIONS:
         q_emb, g_emb = (img, txt) if key == "img2txt" else (txt, img)
         q_word = "image" if key == "img2txt" else "text "
         lines += ["", direction]
         top = rank_gallery(q_emb[queries], g_emb, top=k)              # (len(queries), k)
         for q, ranked in zip(queries, top):
-            rel = labels[ranked] == labels[q]
-            marks = " ".join(f"{c:>{cw}}{RELEVANT if r else NOT_RELEVANT}"
-                             for c, r in zip(labels[ranked].tolist(), rel))
-            lines.append(f"  {q_word} {q:>{width}}  {name(labels[q])}  "
+            rel = kind.relevant(ranked, q)
+            marks = " ".join(f"{kind.result(j)}{RELEVANT if r else NOT_RELEVANT}" for j, r in zip(ranked, rel))
+            lines.append(f"  {q_word} {q:>{width}}  {kind.query(q)}  "
                          f"{int(rel.sum()):>{len(str(k))}}/{k} relevant:  {marks}")
     return "\n".join(lines) + "\n"
 
 
-def _multilabel_examples(img, txt, labels, queries, k, class_names, title):
-    """retrieval_examples for 0/1 label rows (n, c): label sets, relevant = shares a label."""
-    n, c = labels.shape
-    if not len(img) == len(txt) == n:
-        raise InputError(f"{len(img)} image and {len(txt)} text embeddings for {n} label rows")
-    queries = [int(q) for q in queries]
-    bad = [q for q in queries if not 0 <= q < n]
-    if bad:
-        raise InputError(f"query indices {bad} are outside 0..{n - 1}")
-    if isinstance(k, bool) or int(k) != k or k < 1:
-        raise InputError(f"k must be a positive integer, got {k!r}")
-    k = min(int(k), n)
+def _class_ids(labels, class_names):
+    """How retrieval_examples shows class ids (n,): relevant = the same class."""
+    if class_names is not None and len(class_names) <= int(labels.max()):
+        raise InputError(f"{len(class_names)} class names for labels up to {int(labels.max())}")
+    cw = len(str(int(labels.max())))                                  # widths that keep columns aligned
+    nw = max(len(str(c)) for c in class_names) if class_names is not None else 0
+    return SimpleNamespace(
+        legend=f"the class of each result, {RELEVANT} = same class as the query (relevant), "
+               f"{NOT_RELEVANT} = another class.", names="classes",
+        relevant=lambda ranked, q: labels[ranked] == labels[q],
+        result=lambda j: f"{int(labels[j]):>{cw}}",
+        query=lambda q: f"class {int(labels[q]):>{cw}}"
+                        + (f" {class_names[labels[q]]:<{nw}}" if class_names is not None else ""))
+
+
+def _label_rows(labels, class_names):
+    """How retrieval_examples shows 0/1 label rows (n, c): label sets, relevant = shares a label."""
+    c = labels.shape[1]
     if class_names is not None and len(class_names) < c:
         raise InputError(f"{len(class_names)} class names for {c} label columns")
     has = labels != 0
@@ -149,23 +146,11 @@ def _multilabel_examples(img, txt, labels, queries, k, class_names, title):
             return "+".join(f"{j} {class_names[j]}" for j in cols)
         return "+".join(map(str, cols))
 
-    width = len(str(n - 1))
-    lines = [title] if title else []
-    lines += [f"Top {k} results of each query by cosine similarity, best first: the labels of each "
-              f"result, {RELEVANT} = shares a label with the query (relevant), {NOT_RELEVANT} = shares none."]
-    if class_names is not None:
-        lines.append("labels: " + ", ".join(f"{i} {name}" for i, name in enumerate(class_names)))
-    for key, direction in DIRECTIONS:
-        q_emb, g_emb = (img, txt) if key == "img2txt" else (txt, img)
-        q_word = "image" if key == "img2txt" else "text "
-        lines += ["", direction]
-        top = rank_gallery(q_emb[queries], g_emb, top=k)              # (len(queries), k)
-        for q, ranked in zip(queries, top):
-            rel = (has[ranked] & has[q]).any(axis=1)
-            marks = " ".join(f"{labels_of(j)}{RELEVANT if r else NOT_RELEVANT}" for j, r in zip(ranked, rel))
-            lines.append(f"  {q_word} {q:>{width}}  labels {labels_of(q, names=True)}  "
-                         f"{int(rel.sum()):>{len(str(k))}}/{k} relevant:  {marks}")
-    return "\n".join(lines) + "\n"
+    return SimpleNamespace(
+        legend=f"the labels of each result, {RELEVANT} = shares a label with the query (relevant), "
+               f"{NOT_RELEVANT} = shares none.", names="labels",
+        relevant=lambda ranked, q: (has[ranked] & has[q]).any(axis=1),
+        result=labels_of, query=lambda q: f"labels {labels_of(q, names=True)}")
 
 
 def write_examples(img_emb, txt_emb, labels, queries, path, k=10, class_names=None, title=None):
