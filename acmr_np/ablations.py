@@ -84,7 +84,9 @@ def _main(argv):
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--data", default=None, help="data set (default: synthetic)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    p.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="maximum epochs per run")
+    p.add_argument("--patience", type=int, default=TrainConfig.patience,
+                   help="early stopping per run (0: never stop early)")
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     p.add_argument("--backend", default="numpy", choices=BACKENDS)
     p.add_argument("--variants", nargs="+", default=list(ABLATIONS), choices=list(ABLATIONS), metavar="NAME",
@@ -93,7 +95,8 @@ def _main(argv):
                    "any training; an existing ablations.json is never replaced)")
     args = p.parse_args(argv)
     try:
-        train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, backend=args.backend)
+        train = TrainConfig(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size,
+                            backend=args.backend)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     get_backend(args.backend)
@@ -116,7 +119,8 @@ def _main(argv):
     print(format_summary(summary, len(args.seeds)), flush=True)  # first: a failed write below loses nothing
     if path:
         try:
-            write_json(path, {"data": args.data, "seeds": args.seeds, "epochs": args.epochs, "runs": results,
+            write_json(path, {"data": args.data, "seeds": args.seeds, "epochs": args.epochs,
+                              "patience": args.patience, "runs": results,
                               "summary": {k: {d: list(v) for d, v in row.items()} for k, row in summary.items()}},
                        overwrite=False)
         except KeyboardInterrupt:

@@ -350,7 +350,11 @@ def blas_threads(n):
     if n == 0:
         import contextlib
         return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # a dependency (setup.py): missing only where the package was not installed
+        raise InputError("--threads needs threadpoolctl (pip install threadpoolctl, or install acmr_np with "
+                         "pip); --threads 0 runs without it") from None
     return threadpool_limits(limits=n, user_api="blas")
 
 

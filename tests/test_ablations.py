@@ -1,5 +1,6 @@
 """Each ablation switch really removes its term: its gradient contribution is zero."""
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -88,7 +89,9 @@ def test_command_line_runs_every_variant(tmp_path, capsys):
     table = out[out.index("test mAP@all"):]
     for name in ABLATIONS:
         assert name in table
-    assert (tmp_path / "ablations.json").stat().st_size > 0
+    saved = json.load(open(tmp_path / "ablations.json"))
+    assert saved["epochs"] == 1 and saved["patience"] == 50 and set(saved["runs"]) == set(ABLATIONS)
+    assert all(len(runs) == 2 for runs in saved["runs"].values())
 
 
 def test_command_line_errors(capsys):

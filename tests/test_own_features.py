@@ -123,3 +123,12 @@ def test_threads_limit_blas_during_the_run(monkeypatch, tmp_path):
     assert after == before                                            # put back afterwards
     monkeypatch.setattr(train, "_train", real)
     assert main(["--threads", "-1", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_threads_without_threadpoolctl_is_one_line(monkeypatch, tmp_path, capsys):
+    import sys
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)   # as if it were not installed
+    assert main(["--threads", "1", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--threads needs threadpoolctl" in err and "--threads 0" in err
+    assert not (tmp_path / "x").exists()
