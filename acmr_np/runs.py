@@ -31,6 +31,7 @@ ORPHAN = re.compile(re.escape(TMP_PREFIX) + r"[a-z0-9_]{8}(checkpoint\.npz|confi
 RUN_FLAGS = ("data", "train_file", "val_file", "test_file", "keys", "out", "plots", "config", "save_embeddings")
 # (besides the configurations' flags, what a new run takes)
 SOURCE_KEYS = ("data", "train", "val", "test", "keys")  # where a run's data came from (config.json, checkpoint)
+CONFIG_KEYS = {"model", "train", "source", "plots", "save_embeddings", "out", "changes"}  # what config.json holds
 
 
 def source_of(args):
@@ -136,6 +137,10 @@ def resume(args):
     path = os.path.join(out, CHECKPOINT)
     if not os.path.isdir(out):
         raise InputError(f"--resume {out}: no such run folder")
+    if not any(os.path.isfile(os.path.join(out, n)) for n in (CONFIG, CHECKPOINT)):
+        # checked before the lock, which would leave a lock file in any folder given
+        raise InputError(f"--resume {out}: not a run folder (a run writes {CONFIG} and {CHECKPOINT} "
+                         f"there); give the folder a run's --out named")
     lock = lock_folder(out)  # before anything is read: a running process may be writing
     try:
         if lock.previous:
@@ -161,7 +166,13 @@ def resume(args):
                 raise ValueError("not a JSON object with model and train settings")
         except (OSError, ValueError) as exc:
             raise InputError(f"{os.path.join(out, CONFIG)}: not a readable run configuration ({exc})") from None
-        saved = {"model": meta["model"], "train": meta["train"]}
+        unknown = sorted(set(written) - CONFIG_KEYS)
+        if unknown:
+            raise InputError(f"--resume {out}: {CONFIG} holds entries a run does not write ({', '.join(unknown)}); "
+                             f"a run continues with its own settings only")
+        # (the source is compared as the run wrote it; checkpoints of older runs lack its keys)
+        saved = {"model": meta["model"], "train": meta["train"],
+                 "source": {k: meta["source"].get(k) for k in SOURCE_KEYS}}
         differs = sorted(f"{part}.{k}" for part in saved
                          for k in set(saved[part]) | set(written.get(part) or {})
                          if (written.get(part) or {}).get(k) != saved[part].get(k))

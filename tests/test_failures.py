@@ -172,6 +172,13 @@ def test_resume_refuses_an_edited_config_other_data_or_arrays_that_do_not_fit(tm
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "config.json differs from the settings saved in checkpoint.npz " \
                                      "(model.dim, train.batch_size)" in err
+    # ... so is another data path, and an entry a run never writes
+    write_json(out / "config.json", {**good, "source": {**good["source"], "data": str(tmp_path / "other.npz")}})
+    assert main(["--resume", str(out)]) == 2
+    assert "differs from the settings saved in checkpoint.npz (source.data)" in capsys.readouterr().err
+    write_json(out / "config.json", {**good, "extra": 1})
+    assert main(["--resume", str(out)]) == 2
+    assert "config.json holds entries a run does not write (extra)" in capsys.readouterr().err
     write_json(out / "config.json", good)
     # other data under the same path: refused by content
     _npz(tmp_path / "d.npz", img_train=np.random.default_rng(1).normal(size=(60, 5)))

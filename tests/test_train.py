@@ -115,6 +115,12 @@ def test_bad_arguments_give_one_line(argv, message, tmp_path, capsys):
 def test_resume_errors(tmp_path, capsys):
     assert main(["--resume", str(tmp_path / "none")]) == 2
     assert f"--resume {tmp_path / 'none'}: no such run folder" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("a folder of the user's, not a run")
+    assert main(["--resume", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"--resume {tmp_path}: not a run folder" in err and "rm -r" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # no lock file left in it
+    (tmp_path / "config.json").write_text("{}")                        # a run that died before epoch 1
     assert main(["--resume", str(tmp_path)]) == 2
     assert f"--resume {tmp_path}: no checkpoint.npz there" in capsys.readouterr().err
     (tmp_path / "checkpoint.npz").write_text("{not an npz")
