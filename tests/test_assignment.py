@@ -221,9 +221,22 @@ def test_check_prints_each_error_and_what_to_expect(copy, tmp_path):
     line = next(x for x in proc.stdout.splitlines() if x.strip().startswith("dL/dx"))
     assert float(line.split("relative error")[1].split()[0]) < 1e-8 and line.endswith("ok")
     assert not any(b.strip() in proc.stdout for n in (3, 4) for b in bodies[n] if b.strip())  # no answer shown
+    assert proc.stdout.startswith(f"checking the acmr_np at {good / 'acmr_np'}\n")  # the copy itself
     (good / "acmr_np" / "assignment" / "public.npz").unlink()
     proc = run(good, "check", "4")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "public.npz is missing" in proc.stderr
+
+
+def test_a_later_weeks_copy_alone_builds_on_reference_code(tmp_path, capsys):
+    """A copy of exercises that build on others not handed out (week 3 alone): those stay
+    reference code in the copy, and the copy's plan keeps only its own dependencies."""
+    out = tmp_path / "hw3"
+    assert main(["make", str(out), "--exercises", "25,26"]) == 0
+    own = plans.load(out / "acmr_np" / "assignment" / "plan.json")
+    assert [e.number for e in own] == [25, 26]
+    assert own.by_key["train_step"].builds_on == ("acmr",) and own.by_key["acmr"].builds_on == ()
+    # the layers (what 25 builds on) are the reference's, unchanged
+    assert (out / "acmr_np" / "layers.py").read_text() == (ROOT / "acmr_np" / "layers.py").read_text()
 
 
 def test_a_copy_for_two_weeks_withholds_the_third_and_passes_once_filled(tmp_path):

@@ -149,6 +149,11 @@ def main(numbers, out=sys.stdout):
     if unknown:
         raise AssignmentError(f"this copy has no exercise {unknown[0]}; its exercises are "
                          f"{', '.join(str(e.number) for e in plan)}")
+    # say which package is checked: run from outside a copy, Python finds the installed one
+    where = HERE.parent
+    print(f"checking the acmr_np at {where}" + ("" if PUBLIC.is_file() else
+          " (the reference, NOT a student copy: to check your code, run this from your copy's folder)"),
+          file=out)
     results = []
     for n in chosen:
         results.append(run(n, plan, out))

@@ -13,7 +13,7 @@ builds_on (keys of the exercises it uses). JSON rather than TOML: ``tomllib`` ne
 Python 3.11 and the package supports 3.9.
 """
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 FORMAT = "acmr_np assignment plan"
@@ -125,7 +125,11 @@ class Plan:
         return [x for x in self.exercises if x is not e and x.file == e.file and x.function == e.function]
 
     def subset(self, numbers):
-        return Plan([e for e in self.exercises if e.number in set(numbers)], self.source)
+        """The plan of these exercises alone (a copy's own plan.json). What they build on
+        outside it stays reference code in the copy, so builds_on keeps only their own."""
+        kept = [e for e in self.exercises if e.number in set(numbers)]
+        keys = {e.key for e in kept}
+        return Plan([replace(e, builds_on=tuple(k for k in e.builds_on if k in keys)) for e in kept], self.source)
 
     def to_json(self):
         return {"format": FORMAT, "version": VERSION,
