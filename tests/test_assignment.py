@@ -287,6 +287,11 @@ def test_a_filled_copy_trains_on_the_textbook_path(copy, tmp_path):
     (["make", "{taken}/keep.txt/x"], "keep.txt is not a folder"),
     (["plan", "{taken}/keep.txt"], "keep.txt already exists"),
     (["frobnicate"], "invalid choice"),
+    (["grade", "{taken}", "--exercises", "1", "--timeout", "-1"], "--timeout must be a positive number"),
+    (["grade", "{taken}", "--exercises", "1", "--timeout", "nan"], "--timeout must be a positive number"),
+    (["grade", "{taken}", "--exercises", "1", "--memory", "0"], "--memory must be a positive number"),
+    (["grade-all", "{taken}", "--manifest", "{taken}/keep.txt", "--out", "{tmp}/r", "--jobs", "0"],
+     "--jobs must be at least 1, got 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
     taken = tmp_path / "taken"

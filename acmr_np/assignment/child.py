@@ -8,7 +8,8 @@ It runs with a sys.path of its own (CONFIG's ``path``: the standard library and 
 site folders, with the teacher's acmr_np left out), imports NumPy and the probes once,
 and then, for each job, forks a process that
 
-- starts a session of its own (so that it and anything it starts can be killed together),
+- starts a session of its own (so that it and what it starts in that session can be killed
+  together; a process it puts in a new session of its own escapes: TEACHING.md's trust model),
   sets its limits (address space, size of files written, no core dumps), sends its
   stdout and stderr to JOB/output.txt and reads stdin from /dev/null;
 - imports ``acmr_np`` from JOB/tree (the hand-in's code, the reference for what the

@@ -96,12 +96,23 @@ def _run(args):
         print(f"keep the manifest {manifest} (the teacher's: never hand it out); grade with: "
               f"{PROG} grade-all SUBMISSIONS --manifest {manifest} --out RESULTS")
     elif args.command == "grade":
-        grade = _teacher("grade")
-        return grade.main(args)
+        _check_limits(args)
+        return _teacher("grade").main(args)
     else:
-        gradebook = _teacher("gradebook")
-        return gradebook.main(args)
+        _check_limits(args)
+        return _teacher("gradebook").main(args)
     return 0
+
+
+def _check_limits(args):
+    """The grader's limits, refused in one line when they make no sense."""
+    import math
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise UsageError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
+    if args.memory < 1:
+        raise UsageError(f"--memory must be a positive number of MiB, got {args.memory}")
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
 
 
 def _numbers(exercises):
