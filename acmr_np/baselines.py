@@ -15,11 +15,11 @@ both directions. See acmr_np/cca.py and acmr_np/posterior.py for the methods the
 import argparse
 import sys
 
-from .formats import load_dataset
 from .cca import DEFAULT_REG, NO_TRAINING_DIM, NoTraining, fit_select
-from .cli import ArgumentParser, Interrupted, describe_error, output_file, run_main
+from .cli import ArgumentParser, Interrupted, add_data_arguments, describe_error, output_file, run_main, source_of
 from .errors import InputError
 from .files import write_json
+from .formats import load_source
 from .metrics import evaluate_retrieval, relevance_protocol
 from .posterior import DEFAULT_REGS
 from .posterior import fit_select as fit_posterior_select
@@ -89,8 +89,7 @@ def format_table(results, data):
 def build_parser():
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default=None,
-                   help="a .npz, a Wikipedia .mat, or a DSCMR folder; default: the synthetic data")
+    add_data_arguments(p)
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the validation split (as in acmr_np.train) and of the random projections")
     p.add_argument("--val-fraction", type=float, default=0.1,
@@ -114,7 +113,9 @@ def _main(argv):
     path = output_file(args.out, OUTPUT) if args.out is not None else None
     unsaved = f"{path} was not written" if path else "nothing was written"
     try:
-        data = load_dataset(args.data, seed=args.seed, val_fraction=args.val_fraction)
+        data = load_source(source_of(args), seed=args.seed, val_fraction=args.val_fraction)
+        if data.test is None:
+            raise InputError("the data has no test split: give --data with test arrays, or --test FILE")
         results, _ = run_baselines(data, reg=args.reg, seed=args.seed, dim=args.dim)
     except KeyboardInterrupt:
         raise Interrupted(unsaved) from None

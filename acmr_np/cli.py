@@ -375,3 +375,30 @@ def fresh_folder(out, hint=""):
     """claim_folder for outputs that are not a run (e.g. --eval-only --out): the folder,
     claimed and locked; release the lock (``.release()``) when done writing."""
     return claim_folder(out, hint)
+
+
+def add_data_arguments(parser, data_help="a whole data set: .npz, .h5/.hdf5, a folder of .npy files, a "
+                       "Wikipedia .mat or a DSCMR folder (default: the synthetic set)"):
+    """The data flags every command line shares: --data, or --train/--val/--test files,
+    and --keys (README: Data formats)."""
+    d = parser.add_argument_group("data (README: Data formats, Your own features)")
+    d.add_argument("--data", default=None, help=data_help)
+    d.add_argument("--train", dest="train_file", default=None, metavar="FILE",
+                   help="instead of --data: one file per split, each holding img, txt and label arrays")
+    d.add_argument("--val", dest="val_file", default=None, metavar="FILE", help="the validation split's file "
+                   "(optional; without it a stratified part of --train is held out)")
+    d.add_argument("--test", dest="test_file", default=None, metavar="FILE", help="the test split's file")
+    d.add_argument("--keys", default=None, metavar="OURS=THEIRS,...",
+                   help="the arrays' names in your files, e.g. img_train=X_img,txt_train=X_txt,label_train=y "
+                        "(or img=X,... for one file per split)")
+
+
+def source_of(args):
+    """Where the command line's data comes from, as runs record it (formats.load_source):
+    absolute paths of --data or of --train/--val/--test, and --keys as a dict (None if
+    not given)."""
+    from .formats import parse_keys
+    paths = {"data": args.data, "train": args.train_file, "val": args.val_file, "test": args.test_file}
+    out = {k: os.path.abspath(v) if v else None for k, v in paths.items()}
+    out["keys"] = parse_keys(args.keys) if args.keys else None
+    return out

@@ -355,3 +355,14 @@ def load_split(path, *, keys=None, split="test", classes=None):
     ids = encode_labels(raw, own if classes is None else classes, where=f"{p}: {names[2]}")
     ids.flags.writeable = False
     return Split(img, txt, ids), raw
+
+
+SOURCE_KEYS = ("data", "train", "val", "test", "keys")  # a data source, as runs record it
+
+
+def load_source(source, *, seed=0, val_fraction=0.1):
+    """``load_dataset`` of a data source as the command lines record it (config.json, a
+    checkpoint, a search): {"data": path or None, "train", "val", "test": paths or None,
+    "keys": {ours: theirs} or None}."""
+    return load_dataset(source.get("data"), seed=seed, val_fraction=val_fraction, keys=source.get("keys"),
+                        train=source.get("train"), val=source.get("val"), test=source.get("test"))

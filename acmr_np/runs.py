@@ -20,7 +20,7 @@ from .cli import claim_folder, deferred_interrupts, lock_folder
 from .config import ACMRConfig, TrainConfig
 from .errors import InputError
 from .files import TMP_PREFIX, write_json
-from .formats import load_dataset
+from .formats import SOURCE_KEYS, load_source
 from .training import Training
 
 METRICS, CONFIG, CHECKPOINT = "metrics.json", "config.json", checkpoint.CHECKPOINT
@@ -30,25 +30,9 @@ ORPHAN = re.compile(re.escape(TMP_PREFIX) + r"[a-z0-9_]{8}(checkpoint\.npz|confi
                     r"|embeddings\.npz|examples\.txt|[a-z_]+\.png)$")
 RUN_FLAGS = ("data", "train_file", "val_file", "test_file", "keys", "out", "plots", "config", "save_embeddings")
 # (besides the configurations' flags, what a new run takes)
-SOURCE_KEYS = ("data", "train", "val", "test", "keys")  # where a run's data came from (config.json, checkpoint)
 CONFIG_KEYS = {"model", "train", "source", "plots", "save_embeddings", "out", "changes"}  # what config.json holds
 
 
-def source_of(args):
-    """Where the command line's data comes from, as a run records it: absolute paths of
-    --data or of --train-file/--val-file/--test-file, and --keys as a dict (None if not given)."""
-    from .formats import parse_keys
-    paths = {"data": args.data, "train": args.train_file, "val": args.val_file, "test": args.test_file}
-    out = {k: os.path.abspath(v) if v else None for k, v in paths.items()}
-    out["keys"] = parse_keys(args.keys) if args.keys else None
-    return out
-
-
-def load_source(source, train):
-    """The PairedDataset a run's ``source`` names, split with ``train``'s seed and fraction."""
-    return load_dataset(source.get("data"), seed=train.seed, val_fraction=train.val_fraction,
-                        keys=source.get("keys"), train=source.get("train"), val=source.get("val"),
-                        test=source.get("test"))
 RESUME_FLAGS = ("backend", "epochs")  # the configurations' flags --resume takes (and --override-lr)
 
 
@@ -188,7 +172,7 @@ def resume(args):
                              f"is made with --epochs or --override-lr, and recorded)")
         change, config, train = changes(args, out, meta, config, train)
         source = meta["source"]
-        data = load_source(source, train)
+        data = load_source(source, seed=train.seed, val_fraction=train.val_fraction)
         if data.fingerprint() != meta["data"]:
             raise InputError(f"--resume {out}: the data ({data.name}) is not the data this run was trained on")
         training = Training(data, config, train)

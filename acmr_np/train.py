@@ -20,18 +20,18 @@ import numpy
 
 from . import checkpoint
 from .backend import get_backend, to_host
-from .cli import ArgumentParser, Interrupted, deferred_interrupts, describe_error, run_main
+from .cli import (ArgumentParser, Interrupted, add_data_arguments, deferred_interrupts, describe_error, run_main,
+                  source_of)
 from .config import ACMRConfig, TrainConfig
 from .errors import InputError
 from .files import write_json
 from .files import save_npz
-from .formats import load_split
+from .formats import SOURCE_KEYS, load_source, load_split
 from .metrics import relevance_protocol
 from .model import ACMR
 from .plots import make_run_figures, require_matplotlib  # matplotlib itself loads lazily
 from .report import format_epoch, format_table
-from .runs import (CHECKPOINT, CONFIG, EMBEDDINGS, HISTORY, METRICS, SOURCE_KEYS, claim_out, discard,
-                   load_source, resume, source_of)
+from .runs import CHECKPOINT, CONFIG, EMBEDDINGS, HISTORY, METRICS, claim_out, discard, resume
 from .training import Training, evaluate
 
 PROG = "python -m acmr_np.train"
@@ -44,19 +44,9 @@ DEFAULT_THREADS = 1  # measured: docs/PERFORMANCE.md, "BLAS threads"
 
 def build_parser():
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
-    d = p.add_argument_group("data (README: Data formats, Your own features)")
-    d.add_argument("--data", default=None, help="a whole data set: .npz, .h5/.hdf5, a folder of .npy files, a "
-                   "Wikipedia .mat or a DSCMR folder (default: the synthetic set; with --eval-only, the "
-                   "checkpoint's data; a file with only test arrays is evaluated as such)")
-    d.add_argument("--train", dest="train_file", default=None, metavar="FILE",
-                   help="instead of --data: one file per split, each holding img, txt and label arrays")
-    d.add_argument("--val", dest="val_file", default=None, metavar="FILE", help="the validation split's file "
-                   "(optional; without it a stratified part of --train is held out)")
-    d.add_argument("--test", dest="test_file", default=None, metavar="FILE",
-                   help="the test split's file (with --eval-only alone: a new held-out set to evaluate)")
-    d.add_argument("--keys", default=None, metavar="OURS=THEIRS,...",
-                   help="the arrays' names in your files, e.g. img_train=X_img,txt_train=X_txt,label_train=y "
-                        "(or img=X,... for one file per split)")
+    add_data_arguments(p, "a whole data set: .npz, .h5/.hdf5, a folder of .npy files, a Wikipedia .mat or a "
+                          "DSCMR folder (default: the synthetic set; with --eval-only, the checkpoint's data; a "
+                          "file with only test arrays is evaluated as such)")
     p.add_argument("--out", default=None, help="output folder, which must not exist yet or be an empty folder; "
                    "it is claimed atomically and locked while the run lasts (default: a new folder in runs/)")
     p.add_argument("--plots", action="store_true", default=None,
@@ -139,7 +129,7 @@ def _eval_data(args, meta, run, train):
         raise InputError("--eval-only with a model file needs --data or --test (a model file does not name "
                          "its data)")
     try:
-        data = load_source(source, train)
+        data = load_source(source, seed=train.seed, val_fraction=train.val_fraction)
     except InputError as whole:
         if not source.get("data") or source.get("train"):
             raise
@@ -237,7 +227,7 @@ def _train(args):
             require_matplotlib()
         get_backend(train.backend)  # a missing CuPy is reported before anything is made
         run = {**source_of(args), "plots": bool(args.plots), "save_embeddings": bool(args.save_embeddings)}
-        data = load_source(run, train)
+        data = load_source(run, seed=train.seed, val_fraction=train.val_fraction)
         if data.test is None:
             raise InputError("the data has no test split: give --data with test arrays, or --test FILE")
         try:

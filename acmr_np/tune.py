@@ -28,7 +28,7 @@ import time
 
 import numpy
 
-from .cli import ArgumentParser, fresh_folder, lock_folder, run_main
+from .cli import ArgumentParser, Interrupted, add_data_arguments, fresh_folder, lock_folder, run_main, source_of
 from .config import ACMRConfig, TrainConfig
 from .errors import InputError
 from .files import write_json, write_text
@@ -78,15 +78,15 @@ def draw(search_seed, trial):
 
 def run_trial(job):
     """One trial (in a worker process): train one run per seed, return its row."""
-    from .formats import load_dataset
+    from .formats import load_source
     from .training import Training
 
-    config, train, data_path, seeds = job
+    config, train, source, seeds = job
     t0 = time.perf_counter()
     scores = []
     for seed in seeds:
         settings = TrainConfig.from_dict({**train.to_dict(), "seed": seed})
-        data = load_dataset(data_path, seed=seed, val_fraction=settings.val_fraction)
+        data = load_source(source, seed=seed, val_fraction=settings.val_fraction)
         run = Training(data, config, settings)
         try:
             run.run()
@@ -119,8 +119,12 @@ def command_line(config, settings):
     """The python -m acmr_np.train command that trains ``config`` with the search's data
     and training settings."""
     d, parts = ACMRConfig().to_dict(), ["python -m acmr_np.train"]
-    if settings["data"]:
-        parts.append(f"--data {settings['data']}")
+    source = _source(settings)
+    for key, flag in (("data", "--data"), ("train", "--train"), ("val", "--val"), ("test", "--test")):
+        if source.get(key):
+            parts.append(f"{flag} {source[key]}")
+    if source.get("keys"):
+        parts.append("--keys " + ",".join(f"{k}={v}" for k, v in source["keys"].items()))
     for k, v in settings["train"].items():
         if k != "seed" and v != TrainConfig().to_dict()[k]:
             parts.append(f"{TrainConfig.flag(k)} {v}")
@@ -150,7 +154,7 @@ def search(out, settings, log=print):
     # Workers are fresh processes with one BLAS thread each (set before they import NumPy).
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    jobs = {t: (draw(settings["search_seed"], t), train, settings["data"], settings["seeds"]) for t in todo}
+    jobs = {t: (draw(settings["search_seed"], t), train, _source(settings), settings["seeds"]) for t in todo}
     with ProcessPoolExecutor(settings["jobs"], mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(run_trial, job): t for t, job in jobs.items()}
         for future in as_completed(futures):
@@ -168,6 +172,11 @@ def search(out, settings, log=print):
     return rows
 
 
+def _source(settings):
+    """A search's data source (tune.json's "source"; searches of earlier versions wrote "data")."""
+    return settings.get("source") or {"data": settings.get("data")}
+
+
 def _score(row):
     v = float(row["val_map_mean"])
     return v if math.isfinite(v) else -1.0
@@ -175,24 +184,36 @@ def _score(row):
 
 def build_parser():
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=None, help="a data set as python -m acmr_np.train takes it "
-                   "(default: the synthetic set)")
-    p.add_argument("--trials", type=int, default=20, help="number of settings to try (default: 20)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+    add_data_arguments(p)
+    # (every default None: --resume refuses any flag given, and a new search fills them in)
+    p.add_argument("--trials", type=int, default=None, help="number of settings to try (default: 20)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="one run per seed and trial; a trial scores the mean (default: 0 1 2)")
-    p.add_argument("--search-seed", type=int, default=0, help="seeds the settings drawn (default: 0)")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+    p.add_argument("--search-seed", type=int, default=None, help="seeds the settings drawn (default: 0)")
+    p.add_argument("--jobs", type=int, default=None,
                    help="trials run at once, in separate processes (default: the number of cores)")
-    p.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="maximum epochs per run")
-    p.add_argument("--patience", type=int, default=TrainConfig.patience, help="early stopping per run")
-    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"maximum epochs per run (default: {TrainConfig.epochs})")
+    p.add_argument("--patience", type=int, default=None,
+                   help=f"early stopping per run (default: {TrainConfig.patience})")
+    p.add_argument("--batch-size", type=int, default=None, help=f"(default: {TrainConfig.batch_size})")
     p.add_argument("--out", default=None, help="output folder (must not exist yet, or be empty)")
     p.add_argument("--resume", metavar="DIR", default=None, help="continue the search in DIR")
     return p
 
 
+NEW_SEARCH = {"trials": 20, "seeds": [0, 1, 2], "search_seed": 0, "jobs": os.cpu_count() or 1,
+              "epochs": TrainConfig.epochs, "patience": TrainConfig.patience, "batch_size": TrainConfig.batch_size}
+
+
 def _main(argv):
     args = build_parser().parse_args(argv)
+    given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items() if v is not None and k != "resume"]
+    if args.resume and given:
+        raise InputError(f"--resume continues a search with the settings saved in it; remove {', '.join(given)}")
+    for k, v in NEW_SEARCH.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
     if args.resume:
         out = args.resume
         try:
@@ -210,20 +231,19 @@ def _main(argv):
             train = TrainConfig(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size)
         except ValueError as exc:
             raise InputError(str(exc)) from None
-        from .formats import load_dataset
-        load_dataset(args.data, seed=args.seeds[0])  # a bad --data is reported before anything is made
+        from .formats import load_source
+        source = source_of(args)
+        load_source(source, seed=args.seeds[0])  # bad data is reported before anything is made
         lock = fresh_folder(args.out)  # claimed atomically; the lock ends with this process
         out = lock.folder
-        settings = {"data": os.path.abspath(args.data) if args.data else None, "trials": args.trials,
+        settings = {"source": source, "trials": args.trials,
                     "seeds": args.seeds, "search_seed": args.search_seed, "jobs": args.jobs,
                     "train": train.to_dict()}
         write_json(os.path.join(out, SETTINGS), settings)
     try:
         rows = search(out, settings, log=lambda line: print(line, flush=True))
     except KeyboardInterrupt:
-        print(f"\ninterrupted; finished trials are in {out}/{TRIALS}. Resume with: {PROG} --resume {out}",
-              file=sys.stderr)
-        return 130
+        raise Interrupted(f"finished trials are in {out}/{TRIALS}. Resume with: {PROG} --resume {out}") from None
     finally:
         lock.release()
     best = max(rows, key=_score)

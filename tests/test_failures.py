@@ -15,7 +15,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from acmr_np import checkpoint, runs, train, training
+from acmr_np import checkpoint, formats, train, training
 from acmr_np import model as model_module
 from acmr_np.checkpoint import load_model
 from acmr_np.errors import InputError
@@ -556,7 +556,7 @@ def _interrupt(*args, **kwargs):
 def test_an_interrupt_outside_the_epoch_loop_is_one_line(stage, tmp_path, monkeypatch, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "run"
-    monkeypatch.setattr(runs if stage == "load_dataset" else train, stage, _interrupt)
+    monkeypatch.setattr(formats if stage == "load_dataset" else train, stage, _interrupt)
     plots = ["--plots"] if stage == "make_run_figures" else []
     assert main(FAST + ["--epochs", "1", "--out", str(out)] + plots) == 130
     err = capsys.readouterr().err
@@ -576,11 +576,11 @@ def test_an_interrupt_outside_the_epoch_loop_is_one_line(stage, tmp_path, monkey
 
 SLOW_LOAD = """
 import sys, time
-import acmr_np.ablations, acmr_np.baselines, acmr_np.runs, acmr_np.train
+import acmr_np.ablations, acmr_np.formats, acmr_np.train
 def slow(*args, **kwargs):
     print("loading", flush=True)
     time.sleep(60)
-acmr_np.runs.load_dataset = acmr_np.baselines.load_dataset = acmr_np.ablations.load_dataset = slow
+acmr_np.formats.load_dataset = acmr_np.ablations.load_dataset = slow
 tool = __import__("acmr_np." + sys.argv[1], fromlist=["main"])
 sys.exit(tool.main(sys.argv[2:]))
 """

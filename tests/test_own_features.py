@@ -132,3 +132,15 @@ def test_threads_without_threadpoolctl_is_one_line(monkeypatch, tmp_path, capsys
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--threads needs threadpoolctl" in err and "--threads 0" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_baselines_and_tune_read_the_same_files(files, tmp_path, capsys):
+    from acmr_np import baselines, tune
+    data = ["--train", str(files["train"]), "--test", str(files["test"]), "--keys", "img=X,txt=T,label=y"]
+    assert baselines.main(data + ["--out", str(tmp_path / "base")]) == 0
+    saved = json.load(open(tmp_path / "base" / "baselines.json"))
+    assert saved["sizes"] == {"train": 135, "val": 15, "test": 60}   # 10% of 150 held out, stratified
+    assert tune.main(data + ["--trials", "1", "--seeds", "0", "--epochs", "1", "--jobs", "1",
+                             "--out", str(tmp_path / "search")]) == 0
+    printed = capsys.readouterr().out
+    assert f"--train {files['train']} --test {files['test']} --keys img=X,txt=T,label=y" in printed

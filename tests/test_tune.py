@@ -36,7 +36,7 @@ def test_a_trial_is_scored_on_validation_only(monkeypatch):
     real = training.paired_map
     monkeypatch.setattr(training, "paired_map", lambda a, b, labels: scored.append(len(labels)) or real(a, b, labels))
     cfg = ACMRConfig(img_hidden=(16,), txt_hidden=(8,), dim=8)
-    result = tune.run_trial((cfg, TrainConfig(epochs=2), None, [0, 1]))
+    result = tune.run_trial((cfg, TrainConfig(epochs=2), {"data": None}, [0, 1]))
     assert set(scored) == {200}                       # the synthetic validation split, never the 700 test pairs
     assert len(result["scores"]) == 2 and all(0 < s <= 1 for s in result["scores"])
 
@@ -61,6 +61,8 @@ def test_search_writes_resumes_and_its_best_trains(tmp_path, capsys):
         w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
         w.writeheader()
         w.writerow(rows[0])
+    assert tune.main(["--resume", str(out), "--trials", "5"]) == 2   # a search continues as it was
+    assert "remove --trials" in capsys.readouterr().err
     assert tune.main(["--resume", str(out)]) == 0
     assert "resuming" in capsys.readouterr().out
     again = list(csv.DictReader(open(out / "trials.csv")))
