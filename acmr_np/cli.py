@@ -23,6 +23,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 
 from .errors import InputError
 
@@ -220,9 +221,10 @@ def _held(path):
 
 
 def _stamp(fd):
-    os.ftruncate(fd, 0)
-    os.lseek(fd, 0, os.SEEK_SET)
-    os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+    # written over the old stamp, then cut to length: the file is never empty in between
+    stamp = f"{os.getpid()} {socket.gethostname()}\n".encode()
+    os.pwrite(fd, stamp, 0)
+    os.ftruncate(fd, len(stamp))
 
 
 class FolderLock:
@@ -249,6 +251,11 @@ class FolderLock:
 
 def _in_use(folder, path):
     pid, host = _owner(path)
+    for _ in range(20):  # a holder that has just locked a new, empty file stamps it a moment later
+        if pid is not None:
+            break
+        time.sleep(0.005)
+        pid, host = _owner(path)
     kill = f" (kill {pid})" if pid is not None and _alive(pid, host) else ""
     return InputError(f"{folder} is in use by {_who(pid, host)}, which holds its lock {path}: "
                       f"wait for it to finish, or stop it{kill}")
