@@ -70,8 +70,9 @@ def _in_main_thread():
 
 
 def run_main(prog, body, argv):
-    """Call ``body(argv)`` and turn InputError, and OSError from the file system (a
-    folder that cannot be made, a full disk), into one line on stderr and exit status 2;
+    """Call ``body(argv)`` and turn InputError, OSError from the file system (a folder
+    that cannot be made, a full disk) and NotImplementedError (an exercise stub of a
+    classroom copy) into one line on stderr and exit status 2;
     Ctrl-C and SIGTERM (treated alike while ``body`` runs; the caller's SIGTERM handler
     is put back afterwards) into one line and exit status 130."""
     previous = None
@@ -88,6 +89,9 @@ def run_main(prog, body, argv):
             return 130
         except (InputError, OSError) as exc:
             print(f"{prog}: error: {_one_line(describe_error(exc))}", file=sys.stderr)
+            return 2
+        except NotImplementedError as exc:  # a classroom copy's stub: "Exercise N: <hint>"
+            print(f"{prog}: error: this copy's code is not finished: {_one_line(exc)}", file=sys.stderr)
             return 2
     finally:
         if previous is not None:

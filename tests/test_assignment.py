@@ -303,3 +303,15 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
     assert err.count("\n") == 1 and message.format(**fmt) in err and "Traceback" not in err, err
     assert (taken / "keep.txt").read_text() == "mine" and len(list(taken.iterdir())) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_a_copy_has_its_own_readme_and_unfinished_code_says_so_in_one_line(copy, tmp_path):
+    readme = (copy / "README.md").read_text(encoding="utf-8")
+    assert readme.startswith("# acmr_np: a classroom copy") and "tutorials" not in readme
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-m", "acmr_np.train", "--epochs", "1", "--out", str(tmp_path / "r")],
+                          cwd=copy, env=dict(env, OPENBLAS_NUM_THREADS="1"), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("python -m acmr_np.train: error: this copy's code is not finished: Exercise ")
+    assert not (tmp_path / "r").exists()

@@ -81,3 +81,13 @@ def test_your_own_features_runs(tmp_path, monkeypatch, capsys):
     assert namespace["best"].shape == (3, 5)
     new_metrics = json.load(open(tmp_path / "runs" / "mine-new" / "metrics.json"))
     assert new_metrics["map_avg"] > 0.6 and new_metrics["data"].endswith("new_pairs.npz")
+
+
+def test_figures_runs(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    for block in _section_code("Figures"):
+        exec(compile(block, "README.md", "exec"), namespace)
+    assert (tmp_path / "training_curves.png").read_bytes().startswith(b"\x89PNG")
+    assert "relevant" in capsys.readouterr().out and len(namespace["history"]) == 5

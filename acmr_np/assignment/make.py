@@ -8,7 +8,8 @@ no answer of a future week. It also holds:
   copy's own plan.json (its exercises and hints) and public.npz (the public checks'
   inputs and expected values, numbers computed here from the reference);
 - ``tests/test_exercises.py``: the public checks as pytest tests, no reference code;
-- ``EXERCISES.md``, and setup.py, pyproject.toml, README.md, LICENSE so that it installs.
+- ``EXERCISES.md``, a short README.md of its own, and setup.py, pyproject.toml, LICENSE so
+  that it installs.
 
 Left out: the package's own tests and tutorials (they contain answers), the grader,
 and the modules that hold an answer in other words (ANSWER_MODULES). The fast path
@@ -36,7 +37,24 @@ from .plan import AssignmentError, PlanError
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 ROOT = PACKAGE_DIR.parent
 PACKAGE = PACKAGE_DIR.name
-TOP_FILES = ("setup.py", "pyproject.toml", "README.md", "LICENSE")
+TOP_FILES = ("setup.py", "pyproject.toml", "LICENSE")  # a copy's README.md is its own (COPY_README)
+COPY_README = """# acmr_np: a classroom copy
+
+This folder is a student copy of acmr_np (Adversarial Cross-Modal Retrieval, ACM MM 2017,
+from scratch in NumPy): some functions are yours to write, and `EXERCISES.md` lists
+them, with their points and hints. Until an exercise is done, what uses it stops with
+its hint ("Exercise N: ...").
+
+```bash
+pip install -e .                                   # from this folder
+python -m acmr_np.assignment check                 # every exercise's public checks
+python -m acmr_np.assignment check 3               # one exercise, each check and what to expect
+python -m pytest -q                                # the same checks, as tests
+```
+
+Run them from this folder: they check the acmr_np they find, and `check` prints which.
+Your teacher grades the copy you hand back with hidden inputs of their own.
+"""
 # modules that hold an answer in other words: softmax regression by hand, and the label
 # losses' derivation of the softmax cross-entropy's gradient (the softmax exercises' answers)
 ANSWER_MODULES = ("posterior.py", "baselines.py", "label_losses.py")
@@ -261,6 +279,8 @@ def _write_copy(tmp, files, plan, handed, root):
     for name in TOP_FILES:
         if (root / name).is_file():
             shutil.copy2(root / name, tmp / name)
+    (tmp / "README.md").write_text(COPY_README, encoding="utf-8")  # setup.py reads it; the project's
+    # README would point to modules, tutorials and tests a copy does not hold
     lines = {}
     for e in handed:  # where each block ends up, for EXERCISES.md
         blocks, _ = regions.exercise_blocks(files[f"{PACKAGE}/{e.file}"])
