@@ -170,6 +170,8 @@ class ACMR:
 
     # ---- embeddings --------------------------------------------------------------
     def _embed(self, projector, raw, chunk_size):
+        if not hasattr(raw, "ndim"):  # a list of rows, say: as an array (device arrays have ndim)
+            raw = numpy.asarray(raw)
         if raw.ndim != 2 or raw.shape[0] == 0:
             raise ValueError(f"expected features of shape (n, d) with n >= 1, got {tuple(raw.shape)}")
         return self.xp.concatenate([projector.forward(raw[i:i + chunk_size])

@@ -84,10 +84,12 @@ def changes(args, out, meta, config, train):
     """What this --resume changes (--epochs, --override-lr, --backend): (change, config,
     train), where change is {} or {"after_epoch": E, name: [old, new], ...}."""
     done, change = meta["epoch"], {}
+    finished = os.path.exists(os.path.join(out, METRICS))
     if args.epochs is not None and args.epochs != train.epochs:
-        if args.epochs < done:
+        least = done + 1 if finished else done  # a finished run needs at least one epoch more
+        if args.epochs < least:
             raise InputError(f"--resume {out}: --epochs {args.epochs} is below the {done} epochs this run has "
-                             f"already trained; give at least {done}")
+                             f"already trained; give {'more than' if finished else 'at least'} {done}")
         change["epochs"] = [train.epochs, args.epochs]
     if args.override_lr is not None and args.override_lr != config.lr:
         change["lr"] = [config.lr, args.override_lr]

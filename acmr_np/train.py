@@ -158,8 +158,13 @@ def _evaluate_only(args):
         raise InputError("--eval-only needs --checkpoint (a run folder, its checkpoint.npz or a model file)")
     if (args.plots or args.save_embeddings) and not args.out:
         raise InputError("--eval-only --plots / --save-embeddings needs --out DIR for the files")
-    if args.override_lr is not None or args.resume:
-        raise InputError("--eval-only does not take --resume or --override-lr (it evaluates, it does not train)")
+    training_flags = ([ACMRConfig.flag(k) for k in ACMRConfig.given(args)]
+                      + [TrainConfig.flag(k) for k in TrainConfig.given(args)
+                         if k not in ("seed", "val_fraction", "backend")]  # these choose the data and device
+                      + ["--resume"] * bool(args.resume) + ["--override-lr"] * (args.override_lr is not None)
+                      + ["--config"] * (args.config is not None))
+    if training_flags:
+        raise InputError(f"--eval-only evaluates, it does not train: remove {', '.join(training_flags)}")
     if args.plots:
         require_matplotlib()
     meta, arrays = checkpoint.read(args.checkpoint)

@@ -449,7 +449,7 @@ def test_extending_a_finished_run_is_explicit_and_recorded(finished_run, tmp_pat
     out = _copy_run(finished_run, tmp_path / "run")
     first = json.load(open(out / "metrics.json"))
     assert main(["--resume", str(out), "--epochs", "1"]) == 2
-    assert "--epochs 1 is below the 2 epochs this run has already trained; give at least 2" in capsys.readouterr().err
+    assert "--epochs 1 is below the 2 epochs this run has already trained; give more than 2" in capsys.readouterr().err
     assert main(["--resume", str(out), "--epochs", "4"]) == 0
     stdout = capsys.readouterr().out
     assert "changed from epoch 3: epochs 2 -> 4 (lambda's ramp now spans the new length)" in stdout

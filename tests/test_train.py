@@ -228,3 +228,9 @@ def test_main_restores_the_sigterm_handler(tmp_path):
     before = signal.getsignal(signal.SIGTERM)
     assert main(FAST + ["--epochs", "1", "--out", str(tmp_path / "run")]) == 0
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_eval_only_refuses_training_settings(tmp_path, capsys):
+    assert main(["--eval-only", "--checkpoint", str(tmp_path), "--epochs", "3", "--lr", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--eval-only evaluates, it does not train: remove --lr, --epochs" in err
