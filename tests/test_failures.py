@@ -104,32 +104,52 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     assert os.listdir(tmp_path) == ["metrics.json"]  # no temporary left behind
 
 
-EPOCHS = 16  # long enough that a busy machine cannot let the run finish before the signal
+EPOCHS = 4
+# The interrupted run waits in the middle of its second epoch (after 10 of its batches)
+# until the test has sent its signal (a file the test writes then): however busy the
+# machine, the signal lands inside an epoch. The numbers are the plain run's.
+WAITING = """
+import os, sys, time
+import acmr_np.training
+real, calls = acmr_np.training.batches, []
+def batches_that_wait(*args, **kwargs):
+    calls.append(1)
+    for i, batch in enumerate(real(*args, **kwargs)):
+        if len(calls) == 2 and i == 10:
+            while not os.path.exists(os.environ["ACMR_TEST_SIGNALLED"]):
+                time.sleep(0.01)
+        yield batch
+acmr_np.training.batches = batches_that_wait
+from acmr_np.train import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 
-def _train_cmd(out, extra=()):
+def _train_cmd(out, extra=(), waiting=False):
     # small batches: many steps per epoch, so the signal lands inside an epoch
-    return [sys.executable, "-m", "acmr_np.train", "--epochs", str(EPOCHS), "--batch-size", "8", "--img-hidden", "64",
-            "--txt-hidden", "16", "--dim", "16", "--seed", "5", "--out", str(out), *extra]
+    start = [sys.executable, "-c", WAITING] if waiting else [sys.executable, "-m", "acmr_np.train"]
+    return start + ["--epochs", str(EPOCHS), "--batch-size", "8", "--img-hidden", "64",
+                    "--txt-hidden", "16", "--dim", "16", "--seed", "5", "--out", str(out), *extra]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_mid_epoch_then_resume_equals_uninterrupted(tmp_path, sig):
-    out = tmp_path / "cut"
-    proc = subprocess.Popen(_train_cmd(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, signalled = tmp_path / "cut", tmp_path / "signalled"
+    proc = subprocess.Popen(_train_cmd(out, waiting=True), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, ACMR_TEST_SIGNALLED=str(signalled)))
     deadline = time.time() + 60
     while not (out / "checkpoint.npz").exists():  # wait until the first epoch is saved
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
         time.sleep(0.01)
-    time.sleep(0.05)  # now well inside a later epoch
-    proc.send_signal(sig)
+    proc.send_signal(sig)   # the run is (or soon will be) waiting inside epoch 2: the signal lands there
+    signalled.write_text("")
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, (stdout, stderr)
     assert "Resume with: python -m acmr_np.train --resume" in stderr
     # every file on disk is complete: the checkpoint loads, config parses, no temporaries
     ckpt = np.load(out / "checkpoint.npz")
     saved_epoch = json.loads(str(ckpt["meta"]))["epoch"]
-    assert 1 <= saved_epoch < EPOCHS
+    assert saved_epoch == 1
     assert f"checkpoint of epoch {saved_epoch}" in stderr
     json.load(open(out / "config.json"))
     assert sorted(os.listdir(out)) == ["checkpoint.npz", "config.json", "history.json"]
