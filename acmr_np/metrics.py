@@ -80,7 +80,7 @@ def _fetch(xp, arrays, checks):
     parts = [a.ravel() for a in arrays]
     if checks:
         parts.append(xp.stack([flag for _, flag in checks]).astype(xp.float64))
-    host = to_host(xp.concatenate(parts) if len(parts) > 1 else parts[0])
+    host = to_host(xp.concatenate(parts))
     sizes = [a.size for a in arrays]
     for (name, _), ok in zip(checks, host[sum(sizes):]):
         if not ok:

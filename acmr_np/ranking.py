@@ -156,8 +156,8 @@ def recall_at_k(query_emb, gallery_emb, ks=(1, 5, 10), chunk_size=256):
     """
     xp = get_array_module(query_emb, gallery_emb)
     q, g = on_backend(query_emb, xp), on_backend(gallery_emb, xp)
-    if q.ndim != 2 or q.shape != g.shape or q.shape[0] == 0:
-        raise InputError(f"recall_at_k: expected paired embeddings of one shape (n, d), got "
+    if q.ndim != 2 or q.shape != g.shape or 0 in q.shape:
+        raise InputError(f"recall_at_k: expected paired embeddings of one shape (n, d), n and d >= 1, got "
                          f"{tuple(q.shape)} and {tuple(g.shape)}")
     ks = numpy.atleast_1d(numpy.asarray(ks)).tolist()
     for k in ks:

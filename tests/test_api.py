@@ -136,7 +136,7 @@ def test_anchors_without_a_negative_are_left_out_inside_the_model():
     img, txt = rng.normal(size=(6, 6)), rng.normal(size=(6, 5))
     labels = np.full(6, 2)
     terms = with_imi.loss_and_grads(img, txt, labels, rng.random((2, 6, 6)), lam=0.3)
-    reference = without.loss_and_grads(img, txt, labels, None, lam=0.3)
+    without.loss_and_grads(img, txt, labels, None, lam=0.3)
     assert float(terms["L_imi"]) == 0.0
     for k, g in without.named("grads").items():
         np.testing.assert_array_equal(with_imi.named("grads")[k], g, err_msg=k)
@@ -170,12 +170,12 @@ def test_save_and_load_model(tmp_path):
     meta["version"] = 1
     z["meta"] = np.array(json.dumps(meta))
     np.savez(tmp_path / "old.npz", **z)
-    with pytest.raises(acmr_np.checkpoint.InputError, match="file format version 1, this one reads 2"):
+    with pytest.raises(checkpoint.InputError, match="file format version 1, this one reads 2"):
         acmr_np.load_model(tmp_path / "old.npz")
     z["meta"] = np.array(json.dumps({**meta, "version": 2}))
     z["model/img_projector.0.W"] = z["model/img_projector.0.W"].astype(np.int32)
     np.savez(tmp_path / "ints.npz", **z)
-    with pytest.raises(acmr_np.checkpoint.InputError, match="holds int32 values; expected floating point"):
+    with pytest.raises(checkpoint.InputError, match="holds int32 values; expected floating point"):
         acmr_np.load_model(tmp_path / "ints.npz")
 
 

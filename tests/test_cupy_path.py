@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from acmr_np import ablations, baselines, fast, metrics, optim, plots, ranking, training
-from acmr_np.config import ACMRConfig, TrainConfig
+from acmr_np.config import ACMRConfig
 from acmr_np.errors import InputError
 from acmr_np.fast import FastTrainer
 from acmr_np.model import ACMR
@@ -103,7 +103,8 @@ def test_fused_adam_is_the_blocked_adam_bit_for_bit_in_one_kernel_per_parameter(
     plain = fast.Adam({"x": dev["small"]})
     with cp.counting() as c:   # without decay: the kernel, and a zero penalty
         penalty = plain.step({"x": d_grads["small"]})
-    assert c.launches == 1 + 1 and float(penalty) == 0
+    assert c.launches == 1 + 1 and float(penalty) == 0 and penalty.dtype == dtype and penalty.shape == ()
+    assert fast._fused(cp) is fast._fused(cp)  # compiled once per module (cupy.fuse caches in its object)
 
 
 def test_fused_sgd_is_the_blocked_sgd_bit_for_bit_in_one_kernel_per_parameter(cp):
@@ -442,6 +443,48 @@ def test_the_chunk_size_is_chosen_per_backend(cp):
             metrics.average_precisions(di, labels, dt, labels, chunk_size=chunk_size)
         launches[chunk_size] = c.launches
     assert launches[None] == launches[700] < launches[256]  # 700 queries: one chunk on the device
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cupy"])
+def test_the_default_chunk_size_follows_the_arrays_backend_and_gallery(cp, monkeypatch, backend):
+    """chunk_size=None: NUMPY_CHUNK_SIZE queries at a time on NumPy, CUPY_CHUNK_ENTRIES //
+    n_gallery on CuPy (the number of gallery items, not the embedding width). Small
+    constants make the two rules give 3 and 5 rows on a gallery of 9 items of width 4."""
+    monkeypatch.setattr(ranking, "NUMPY_CHUNK_SIZE", 3)
+    monkeypatch.setattr(ranking, "CUPY_CHUNK_ENTRIES", 45)
+    want = 3 if backend == "numpy" else 5
+    rng = np.random.default_rng(8)
+    q, g = rng.normal(size=(13, 4)), rng.normal(size=(9, 4))
+    ql, gl = rng.integers(0, 2, size=13), rng.integers(0, 2, size=9)
+    if backend == "cupy":
+        q, g = cp.asarray(q), cp.asarray(g)
+    rows = []
+    real_rel, real_sort = metrics._ranked_relevance, ranking.stable_argsort_desc
+    monkeypatch.setattr(metrics, "_ranked_relevance", lambda q, *a: rows.append(len(q)) or real_rel(q, *a))
+    monkeypatch.setattr(ranking, "stable_argsort_desc", lambda sim, xp: rows.append(len(sim)) or real_sort(sim, xp))
+    for call in (lambda: metrics.average_precisions(q, ql, g, gl),
+                 lambda: metrics.precision_at_k(q, ql, g, gl, [1, 4]),
+                 lambda: ranking.retrieve(q, g, k=2)):
+        rows.clear()
+        call()
+        assert max(rows) == want and sum(rows) in (13, 26), rows
+
+
+@pytest.mark.parametrize("label_loss", ["softmax", "sigmoid"])
+def test_a_step_on_label_rows_does_not_wait_for_the_device(cp, label_loss):
+    """Label rows are checked when the data is loaded; a training step checking their
+    values again would wait for the device every step."""
+    _, dev = _models(cp, ACMRConfig(label_loss=label_loss))
+    trainer = FastTrainer(dev)
+    rng = np.random.default_rng(4)
+    img, txt, _, noise = _batch(rng)
+    rows = (rng.random((B, C)) < 0.4).astype(np.float32)
+    rows[np.arange(B), rng.integers(0, C, size=B)] = 1.0      # at least one label per pair
+    args = [cp.asarray(a) for a in (img, txt, rows, noise)]
+    with cp.counting() as c:
+        terms, _ = trainer.train_step(*args, progress=0.5)
+    assert (c.syncs, c.transfers) == (0, 0), c
+    assert np.isfinite(float(terms["L_imd"])) and float(terms["L_imd"]) > 0
 
 
 # ----------------------------------------------------------------------------- the command lines

@@ -726,7 +726,7 @@ def test_an_interrupted_study_is_one_line(tool, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(module, work, _interrupt)
     assert module.main(argv + ["--out", str(tmp_path / "out")]) == 130
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"interrupted" in err and f"{tool}.json was not written" in err
+    assert err.count("\n") == 1 and "interrupted" in err and f"{tool}.json was not written" in err
 
 
 def test_a_full_disk_names_the_file_and_what_is_kept(tmp_path, monkeypatch, capsys):

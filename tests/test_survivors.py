@@ -3,12 +3,14 @@ mutants that survived the mutation run (docs/DEVELOPING.md), and checks its beha
 against an independent reference (a closed form, a case worked by hand, the rule stated
 in the docstring), never against the code under test. Grouped by module."""
 import math
+import re
 
 import numpy as np
 import pytest
 
 import acmr_np
-from acmr_np import fast, layers, losses, optim, training
+from acmr_np import fast, layers, losses, metrics, optim, training
+from acmr_np.errors import InputError
 from acmr_np.config import ACMRConfig, TrainConfig
 from acmr_np.gradcheck import layer_errors, loss_errors, relative_error, scaled_error
 from acmr_np.model import ACMR
@@ -596,3 +598,174 @@ def test_metric_integer_arguments_and_embedding_checks():
         average_precisions(q[0], ql[:1], q, ql)
     with pytest.raises(InputError, match="^gallery labels must be a 1-D array of integer class ids"):
         average_precisions(q, ql, q, ql.astype(float))
+
+
+# ----------------------------------------------------------------------------- second run
+# Written for the survivors of the mutation run on the code after the redesign (ranking.py,
+# label rows, the fused CuPy kernels); grouped by module as above.
+
+# optimisers
+
+@pytest.mark.parametrize("module", [optim, fast])
+def test_adam_default_learning_rate_is_1e_3(module):
+    """Adam's first step moves each parameter by lr * g / (|g| + eps): 1e-3 against the
+    sign of its gradient (Kingma and Ba's default step size)."""
+    p = {"x": np.array([0.0, 0.0])}
+    module.Adam(p).step({"x": np.array([0.5, -4.0])})
+    np.testing.assert_allclose(p["x"], [-1e-3 * 0.5 / (0.5 + 1e-8), 1e-3 * 4.0 / (4.0 + 1e-8)], rtol=1e-9)
+
+
+# model
+
+def test_embedding_takes_lists_of_rows_as_arrays():
+    model = ACMR(6, 5, 2, ACMRConfig(**SMALL), rng=np.random.default_rng(0))
+    rows = np.random.default_rng(1).normal(size=(3, 6)).astype(np.float32)
+    np.testing.assert_array_equal(model.embed_images(rows.tolist()), model.embed_images(rows))
+    with pytest.raises(ValueError, match=r"^expected features of shape \(n, d\) with n >= 1, got \(0,\)$"):
+        model.embed_texts([])
+
+
+# training
+
+def _run(**config):
+    return training.Training(_data(), ACMRConfig(**{**SMALL, **config}), TrainConfig(epochs=3, batch_size=8))
+
+
+def test_an_epoch_runs_with_numpys_float_warnings_silenced(monkeypatch):
+    """The divergence guard reports overflow and NaN in one line; NumPy's own warnings
+    (over, invalid, divide) would print before it: train_epoch turns all three off."""
+    run = _run()
+    monkeypatch.setattr(run, "_train_epoch", lambda: dict(np.geterr()))
+    inside = run.train_epoch()
+    assert {k: inside[k] for k in ("over", "invalid", "divide")} == dict.fromkeys(("over", "invalid", "divide"), "ignore")
+
+
+def test_epochs_count_up_and_each_row_carries_the_learning_rate():
+    run = _run(lr=3e-3)
+    rows = [run.train_epoch() for _ in range(3)]
+    assert run.epoch == 3 and [r["epoch"] for r in rows] == [1, 2, 3]
+    assert [r["lr"] for r in rows] == [3e-3] * 3
+
+
+def test_the_objective_is_alpha_imi_plus_beta_imd_plus_reg_plus_adv():
+    run = _run(alpha=0.3, beta=2.0)
+    terms = {"L_imi": 1.0, "L_imd": 10.0, "L_reg": 100.0, "L_adv": 1000.0}
+    assert run.objective(terms) == pytest.approx(0.3 + 20.0 + 100.0 + 1000.0, rel=1e-15)
+
+
+def test_the_start_loss_is_the_first_steps_objective(monkeypatch):
+    run = _run(alpha=0.5, beta=3.0)
+    seen = []
+    real = run.trainer.train_step
+
+    def spy(*args, **kwargs):
+        terms, lam = real(*args, **kwargs)
+        seen.append({k: float(v) for k, v in terms.items()})
+        return terms, lam
+
+    monkeypatch.setattr(run.trainer, "train_step", spy)
+    run.train_epoch()
+    first = seen[0]
+    assert len(seen) > 1 and seen[1] != first
+    want = 0.5 * first["L_imi"] + 3.0 * first["L_imd"] + first["L_reg"] + first["L_adv"]
+    assert run.start_loss == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("start, loss, diverged", [
+    (2.0, 2.0 * training.GROWTH_LIMIT, False),          # exactly the limit: not more than it
+    (2.0, 2.0 * training.GROWTH_LIMIT * 1.001, True),
+    (1e-3, 1e-3 * training.GROWTH_LIMIT * 1.5, True),   # a small first loss is its own scale
+    (0.0, 1e-6 * training.GROWTH_LIMIT * 0.9, False),   # below 1e-6 the scale is 1e-6
+    (0.0, 1e-6 * training.GROWTH_LIMIT * 1.1, True),
+])
+def test_the_divergence_guard_compares_with_the_limit_times_the_first_loss(monkeypatch, start, loss, diverged):
+    """Diverged when the epoch's loss is more than GROWTH_LIMIT times max(first step's, 1e-6)."""
+    run = _run()
+    values = iter([start, loss])
+    monkeypatch.setattr(run, "objective", lambda terms: next(values))
+    if not diverged:
+        run.train_epoch()
+        assert run.epoch == 1 and len(run.history) == 1
+        return
+    with pytest.raises(FloatingPointError) as err:
+        run.train_epoch()
+    assert str(err.value) == (f"the loss grew from {start:.4g} at the first step to {loss:.4g} in epoch 1 "
+                              f"(more than {training.GROWTH_LIMIT:g}-fold)")
+
+
+def test_non_finite_weights_and_state_are_named():
+    run = _run()
+    run.train_epoch()
+    params = run.model.named("params")
+    name = list(params)[3]           # not the first: the message names the one that is bad
+    params[name][0] = np.inf
+    with pytest.raises(FloatingPointError, match=rf"^{name} holds NaN or infinite values after epoch 1$"):
+        run.check_finite()
+    params[name][0] = 0.0
+    slot, state = next(iter(run.trainer.opt_adv.state.items()))
+    key = list(state)[1]
+    state[key][...] = np.nan
+    with pytest.raises(FloatingPointError, match=rf"^opt_adv/{slot}/{key} holds NaN or infinite values after epoch 1$"):
+        run.check_finite()
+
+
+def test_non_finite_validation_embeddings_are_one_line():
+    run = _run()
+    params = run.model.named("params")
+    params[next(k for k in params if k.startswith("img_projector"))][...] = np.nan
+    with pytest.raises(FloatingPointError, match=r"^the validation embeddings hold NaN or infinite values after epoch 0$"):
+        run.validation_map()
+
+
+def test_evaluate_reports_precision_and_recall_in_both_directions_against_loops():
+    data = _data()
+    model = ACMR.for_data(data, ACMRConfig(**SMALL), rng=np.random.default_rng(0))
+    split, n = data.test, len(data.test.labels)
+    out = training.evaluate(model, split, precision_ks=(1, n, n + 1), recall_ks=(2,))
+    s_v, s_t = (np.asarray(e, dtype=np.float64) for e in model.embed(split.img, split.txt))
+    labels = np.asarray(split.labels)
+    for key, (q, g) in (("img2txt", (s_v, s_t)), ("txt2img", (s_t, s_v))):
+        qn, gn = q / np.linalg.norm(q, axis=1, keepdims=True), g / np.linalg.norm(g, axis=1, keepdims=True)
+        sim = qn @ gn.T
+        hits_at_1, partner_in_2 = [], []
+        for i in range(n):
+            top = max(range(n), key=lambda j: (sim[i, j], -j))
+            hits_at_1.append(labels[top] == labels[i])
+            partner_in_2.append(sum(sim[i, j] > sim[i, i] for j in range(n)) < 2)
+        assert out[f"precision_at_1_{key}"] == pytest.approx(np.mean(hits_at_1), abs=1e-12)
+        # at k = n every gallery item is retrieved: the share of the query's class
+        share = np.mean([np.mean(labels == labels[i]) for i in range(n)])
+        assert out[f"precision_at_{n}_{key}"] == pytest.approx(share, abs=1e-12)
+        assert f"precision_at_{n + 1}_{key}" not in out       # more than the gallery: left out
+        assert out[f"recall_at_2_{key}"] == pytest.approx(np.mean(partner_in_2), abs=1e-12)
+        assert f"recall_at_1_{key}" not in out
+
+
+# metrics and ranking
+
+def test_label_errors_name_the_side_and_label_rows_must_be_as_wide():
+    rng = np.random.default_rng(2)
+    q, g = rng.normal(size=(2, 3)), rng.normal(size=(3, 3))
+    rows3 = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0]])
+    with pytest.raises(InputError, match=r"^query label rows must hold only 0 and 1 \(multi-label data\)$"):
+        metrics.average_precisions(q, np.array([[2, 0, 0], [0, 1, 0]]), g, rows3)
+    with pytest.raises(InputError, match=r"^query labels of shape \(2, 4\) and gallery labels of shape \(3, 3\)"):
+        metrics.average_precisions(q, np.array([[1, 0, 0, 0], [0, 1, 0, 0]]), g, rows3)
+
+
+def test_recall_at_k_takes_one_pair_and_refuses_what_is_not_paired():
+    from acmr_np.ranking import recall_at_k
+    np.testing.assert_array_equal(recall_at_k(np.ones((1, 1)), np.ones((1, 1)), ks=(1, 3)), [1.0, 1.0])
+    for q, g in ((np.ones((3, 2)), np.ones((3, 4))), (np.ones(3), np.ones(3)), (np.ones((0, 2)), np.ones((0, 2))),
+                 (np.ones((3, 0)), np.ones((3, 0)))):
+        with pytest.raises(InputError, match=rf"^recall_at_k: expected paired embeddings of one shape "
+                                                     rf"\(n, d\), n and d >= 1, got {re.escape(str(q.shape))} "
+                                                     rf"and {re.escape(str(g.shape))}$"):
+            recall_at_k(q, g)
+    x = np.eye(3)
+    with pytest.raises(InputError, match=r"^each k in ks must be a positive integer, got 0$"):
+        recall_at_k(x, x, ks=(1, 0))
+    with pytest.raises(InputError, match=r"^chunk_size must be a positive integer, got 0$"):
+        recall_at_k(x, x, chunk_size=0)
+    with pytest.raises(InputError, match=r"^chunk_size must be a positive integer, got 0$"):
+        acmr_np.retrieve(x, x, k=1, chunk_size=0)

@@ -2,7 +2,6 @@
 resumable; scores from validation only; the best trial reproduced by --config."""
 import csv
 import json
-import math
 
 import numpy as np
 import pytest
