@@ -73,11 +73,9 @@ def default_chunk_size(xp, n_gallery):
 
 
 def resolve_chunk_size(chunk_size, xp, n_gallery):
-    """chunk_size as given (checked), or the backend's default for None."""
-    if chunk_size is None:
-        return default_chunk_size(xp, n_gallery)
-    check_positive_int(chunk_size, "chunk_size")
-    return chunk_size
+    """chunk_size as given, or the backend's default for None. (The callers check a given
+    chunk_size up front, before any array moves.)"""
+    return default_chunk_size(xp, n_gallery) if chunk_size is None else chunk_size
 
 
 def chunks(n, chunk_size):
