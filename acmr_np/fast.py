@@ -149,8 +149,7 @@ class SGD(optim.SGD):
             return
         for k in self.params:
             arrays = (self.params[k], grads[k], self.state["velocity"][k])
-            for (p, g, v), (s,) in _blocks(arrays, self.scratch[k]):
-                xp = get_array_module(p)
+            for (p, g, v), (s,) in _blocks(arrays, self.scratch[k]):   # xp is NumPy here
                 v *= self.momentum
                 v += g
                 xp.multiply(v, self.lr, out=s)   # lr * v
@@ -190,12 +189,12 @@ class Adam(optim.Adam):
         first = next(iter(self.params.values()))
         if get_array_module(first) is not numpy:
             return self._fused_step(grads, lr_t, eps_t)
-        penalty = get_array_module(first).zeros((), dtype=first.dtype)
+        xp = numpy  # the CPU path: device arrays took the fused kernels above
+        penalty = xp.zeros((), dtype=first.dtype)
         for k in self.params:
             c = self.weight_decay.get(k, 0.0)
             arrays = (self.params[k], grads[k], self.state["m"][k], self.state["v"][k])
             for (p, g, m, v), scratch in _blocks(arrays, self.scratch[k]):
-                xp = get_array_module(p)
                 s1 = scratch[0]
                 if c:
                     # (c/2)||p||^2 and the penalised gradient g + c p, while p is in cache
