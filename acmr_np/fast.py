@@ -41,10 +41,10 @@ BLOCK = 1 << 16
 
 
 def _blockwise(p):
-    """Whether p is updated block by block: a C-contiguous NumPy array of more than one
-    block. Other NumPy arrays (strided views, small arrays) are updated whole; CuPy
-    arrays by the fused kernels (``_fused``)."""
-    return get_array_module(p) is numpy and p.size > BLOCK and p.flags.c_contiguous
+    """Whether the NumPy array p is updated block by block: C-contiguous and more than one
+    block. Other NumPy arrays (strided views, small arrays) are updated whole. (Only the
+    CPU path asks; CuPy arrays take the fused kernels, ``_fused``.)"""
+    return p.size > BLOCK and p.flags.c_contiguous
 
 
 def _scratch(p, n):
