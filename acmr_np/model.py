@@ -174,12 +174,17 @@ class ACMR:
             raw = numpy.asarray(raw)
         if raw.ndim != 2 or raw.shape[0] == 0:
             raise ValueError(f"expected features of shape (n, d) with n >= 1, got {tuple(raw.shape)}")
+        if isinstance(raw, numpy.ndarray) and not numpy.isfinite(raw).all():
+            # host features only: checking device arrays would wait for the device
+            row, col = numpy.argwhere(~numpy.isfinite(raw))[0]
+            raise ValueError(f"features must be finite: row {row}, column {col} holds {raw[row, col]}")
         return self.xp.concatenate([projector.forward(raw[i:i + chunk_size])
                                     for i in range(0, raw.shape[0], chunk_size)])
 
     def embed_images(self, img, chunk_size=4096):
         """Raw image features (n, d_img), host or device -> their points in the common
-        space (n, m) on the model's backend, in chunks of chunk_size rows."""
+        space (n, m) on the model's backend, in chunks of chunk_size rows. Host features
+        holding NaN or inf are refused (ValueError); device arrays are not checked."""
         return self._embed(self.img_projector, img, chunk_size)
 
     def embed_texts(self, txt, chunk_size=4096):

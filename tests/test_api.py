@@ -122,6 +122,10 @@ def test_embedding_applies_the_stored_standardisation():
     # the projector itself standardises: there is no way to feed it unstandardised features
     np.testing.assert_array_equal(model.img_projector.forward(raw), model.embed_images(raw))
     np.testing.assert_array_equal(model.embed_texts(data.test.txt), model.embed(data.test.img, data.test.txt)[1])
+    bad = data.test.img[:4].copy()
+    bad[2, 5] = np.nan
+    with pytest.raises(ValueError, match=r"^features must be finite: row 2, column 5 holds nan$"):
+        model.embed_images(bad)
     with pytest.raises(ValueError, match=r"Standardize\(12\): expected input of shape \(N, 12\), got \(3, 6\)"):
         model.embed_images(data.test.txt[:3])
 
