@@ -274,6 +274,33 @@ def test_a_folder_without_a_copy_is_graded_zero_with_a_reason(graded):
     assert r["score"] == 0 and all(x["status"] == "error: no acmr_np/ folder in the hand-in" for x in r["exercises"])
 
 
+def test_a_symbolic_link_is_not_graded(graded, tmp_path):
+    """A hand-in whose exercise file (or whole package) links to an answered copy, here
+    the reference hand-in, standing for the teacher's installed package: that exercise
+    gets 0 with the reason; the hand-in's real files are graded as usual."""
+    _, base, *_ = graded
+    layers = next(e for e in PLAN if e.file == "layers.py")
+    losses = next(e for e in PLAN if e.file == "losses.py")
+    answered = base / "submissions" / "reference" / "acmr_np"
+    linked_file = tmp_path / "linked_file"
+    shutil.copytree(base / "submissions" / "stubs2", linked_file)
+    shutil.copy(answered / "losses.py", linked_file / "acmr_np" / "losses.py")  # real work
+    (linked_file / "acmr_np" / "layers.py").unlink()
+    (linked_file / "acmr_np" / "layers.py").symlink_to(answered / "layers.py")
+    linked_package = tmp_path / "linked_package"
+    linked_package.mkdir()
+    (linked_package / "acmr_np").symlink_to(answered, target_is_directory=True)
+    reason = f"error: your layers.py is a symbolic link or lies outside the hand-in; hand in the file itself"
+    for handin, losses_score in ((linked_file, losses.points), (linked_package, 0)):
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(["grade", str(handin), "--manifest", str(base / "hw.manifest.json"), "--exercises",
+                         f"{layers.number},{losses.number}", "--timeout", str(TIMEOUT),
+                         "--json", str(tmp_path / f"{handin.name}.json")]) == 0
+        report = json.loads((tmp_path / f"{handin.name}.json").read_text())
+        assert row(report, layers.key)["score"] == 0 and row(report, layers.key)["status"] == reason, report
+        assert row(report, losses.key)["score"] == losses_score, report
+
+
 # ---- the gradebook ---------------------------------------------------------------------------
 
 def test_the_gradebook_has_a_row_feedback_and_a_report_per_student(graded):

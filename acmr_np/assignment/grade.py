@@ -192,10 +192,17 @@ class Grader:
             rows = [self._row(e, [], "error", f"no {PACKAGE}/ folder in the hand-in") for e in self.exercises]
             return self._report(handin, rows, warnings + [f"no {PACKAGE}/ folder in {handin}"], t0)
         texts, reasons = {}, {}
+        inside = Path(handin).resolve()
         for e in self.exercises:
             rel = f"{PACKAGE}/{e.file}"
+            path = root / rel
+            # a link could point at the teacher's own (answered) package on this machine
+            if path.is_symlink() or not path.resolve().is_relative_to(inside):
+                reasons[rel] = (f"your {e.file} is a symbolic link or lies outside the hand-in; "
+                                f"hand in the file itself")
+                continue
             try:
-                texts[rel] = (root / rel).read_text(encoding="utf-8")
+                texts[rel] = path.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
                 reasons[rel] = f"your {e.file} could not be read ({getattr(exc, 'strerror', None) or exc})"
         warnings += self._changed(root, texts)
