@@ -147,9 +147,14 @@ def _archive(path, kind):
     """(names, read): the array names in an .npz, .h5, .mat file or .npy folder, and a
     function reading one of them by name (the file stays open inside the with block)."""
     if kind == "npz":
+        with open(path, "rb") as f:
+            head = f.read(6)
+        if head[:4] != b"PK\x03\x04" and head[:4] != b"PK\x05\x06":  # an .npz is a zip archive
+            what = "a single .npy array" if head == b"\x93NUMPY" else "not a zip archive"
+            raise _fail(f"{path}: not an .npz archive ({what}); save the arrays with numpy.savez")
         try:
             z = np.load(path, allow_pickle=False)
-            names = set(z.files)  # (a lone .npy array has no .files and fails here too)
+            names = set(z.files)
         except Exception as exc:
             raise _fail(f"{path}: cannot read as an .npz archive, it may be truncated or corrupt "
                         f"({type(exc).__name__}: {exc})") from None

@@ -353,7 +353,11 @@ def test_files_that_cannot_be_read(tmp_path):
     raises(r"v73\.mat: MATLAB v7\.3 \(HDF5\) files are not supported", load_dataset, tmp_path / "v73.mat")
     np.save(tmp_path / "lone.npy", np.ones(3))
     os.rename(tmp_path / "lone.npy", tmp_path / "lone.npz")
-    raises(r"lone\.npz: cannot read as an \.npz archive", load_dataset, tmp_path / "lone.npz")
+    raises(r"lone\.npz: not an \.npz archive \(a single \.npy array\); save the arrays with numpy\.savez$",
+           load_dataset, tmp_path / "lone.npz")
+    (tmp_path / "notes.npz").write_text("img_train, txt_train, ...\n")
+    raises(r"notes\.npz: not an \.npz archive \(not a zip archive\); save the arrays with numpy\.savez$",
+           load_dataset, tmp_path / "notes.npz")
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads any file")
