@@ -1,6 +1,5 @@
 """Tests for acmr_np.formats: every file format (built here in tmp_path), key mapping,
 one file per split, load_split, and the one-line message for each malformed input."""
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -14,6 +13,8 @@ import scipy.sparse
 
 from acmr_np.errors import InputError
 from acmr_np.formats import load_dataset, load_split, parse_keys, read_splits
+
+from test_datasets import split_digest  # tests/ is on sys.path (the rootdir conftest)
 
 HERE = Path(__file__).resolve()
 # the real Wikipedia file, where one is found (its test is skipped otherwise)
@@ -187,13 +188,6 @@ WIKI_BEFORE = {
         "test": "6c93534b627347a798fac8cd658547cf1e7cdb94d3aa7bd552a0e4187c608781"},
 }
 
-
-def split_digest(split):
-    h = hashlib.sha256()
-    for a in (split.img, split.txt, split.labels):
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
 
 
 @pytest.mark.skipif(WIKI is None, reason="wiki_data.mat not found (set ACMR_WIKI to its path)")
