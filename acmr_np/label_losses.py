@@ -4,8 +4,9 @@ The paper writes each pair's label as y_i in R^c. For single-label data that is 
 vector and L_imd is losses.softmax_cross_entropy; with several labels per pair there are
 two usual readings, each here with its forward and backward side by side:
 
-- ``softmax_label_cross_entropy``: the softmax against the label vector normalised to
-  sum 1 (the paper's form; ACMRConfig.label_loss = "softmax");
+- ``softmax_label_cross_entropy``: the paper's softmax (Eq. 2), against the label vector
+  normalised to sum 1 (our choice: Eq. 2 leaves y_i unnormalised; ACMRConfig.label_loss
+  = "softmax");
 - ``sigmoid_cross_entropy``: one binary cross-entropy per label ("sigmoid").
 
 Both return ``(loss, dlogits)`` like the losses in losses.py. (A module of its own so that a
@@ -32,7 +33,7 @@ def _check_label_rows(logits, targets, who, check_values):
 
 def softmax_label_cross_entropy(logits, targets, *, check_values=True):
     """L_imd (Eq. 2) with label VECTORS: the mean cross-entropy of a row-wise softmax
-    against the normalised label vectors, the paper's form for multi-label data.
+    against the normalised label vectors (the normalisation is our choice, see below).
 
     logits (N, C), targets (N, C) 0/1 rows with at least one 1 each (any real or
     integer dtype)  ->  (loss, dlogits (N, C)) in the logits' dtype.

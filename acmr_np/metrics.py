@@ -54,12 +54,18 @@ def relevance_protocol(labels):
     return "shares a label" if labels.ndim == 2 else "same class"
 
 
-def _check_labels(name, labels, xp):
+def _check_labels(name, labels, xp, checks):
     """Class ids (n,) as they are, or 0/1 label rows (n, c) as float32 (their products
-    count shared labels exactly); anything else is an InputError."""
+    count shared labels exactly); anything else is an InputError. On CuPy the 0/1 check
+    of label rows joins ``checks`` (see ``_fetch``): nothing waits for the device here."""
     if labels.ndim == 2 and labels.dtype.kind in "biuf":
-        if labels.size and not bool(((labels == 0) | (labels == 1)).all()):
-            raise InputError(f"{name} label rows must hold only 0 and 1 (multi-label data)")
+        if labels.size:
+            ok = ((labels == 0) | (labels == 1)).all()
+            message = f"{name} label rows must hold only 0 and 1 (multi-label data)"
+            if xp is not numpy:
+                checks.append((message, ok))
+            elif not ok:
+                raise InputError(message)
         return labels.astype(xp.float32)
     if labels.ndim != 1 or not numpy.issubdtype(labels.dtype, numpy.integer):
         raise InputError(f"{name} labels must be a 1-D array of integer class ids or 0/1 label rows "
@@ -70,11 +76,11 @@ def _check_labels(name, labels, xp):
 def _fetch(xp, arrays, checks):
     """Host copies of result arrays (float64), after the deferred input checks.
 
-    checks: (name, flag) pairs from ``_prepare``, flag a device bool that is True when
-    ``name`` embeddings are finite (on NumPy they were checked there, and checks is
-    empty). On CuPy the flags and every array travel in ONE copy, the only time the call
-    waits for the device; a False flag then raises the InputError NumPy raises up front
-    (the first failing check in order)."""
+    checks: (message, flag) pairs from ``_prepare``, flag a device bool that is True when
+    the input passes (label rows of 0 and 1, finite embeddings; on NumPy they were checked
+    there, and checks is empty). On CuPy the flags and every array travel in ONE copy, the
+    only time the call waits for the device; a False flag then raises the InputError
+    NumPy raises up front (the first failing check in order)."""
     if xp is numpy:
         return [to_host(a) for a in arrays]
     parts = [a.ravel() for a in arrays]
@@ -82,9 +88,9 @@ def _fetch(xp, arrays, checks):
         parts.append(xp.stack([flag for _, flag in checks]).astype(xp.float64))
     host = to_host(xp.concatenate(parts))
     sizes = [a.size for a in arrays]
-    for (name, _), ok in zip(checks, host[sum(sizes):]):
+    for (message, _), ok in zip(checks, host[sum(sizes):]):
         if not ok:
-            raise InputError(f"{name} embeddings contain NaN or inf")
+            raise InputError(message)
     out, start = [], 0
     for a, n in zip(arrays, sizes):
         out.append(host[start:start + n].reshape(a.shape))
@@ -98,7 +104,7 @@ def _prepare(query_emb, query_labels, gallery_emb, gallery_labels, chunk_size):
     Returns (xp, q, q_labels, g_unit, g_labels, chunk_size, checks) with q (nq, d),
     q_labels (nq,) class ids or (nq, c) float32 0/1 label rows, g_unit (ng, d) the
     L2-normalised gallery, g_labels (ng,) or (ng, c) of the query labels' kind,
-    chunk_size resolved (``_chunk_size``) and checks the deferred finiteness checks for
+    chunk_size resolved (``_chunk_size``) and checks the deferred input checks for
     ``_fetch`` (on NumPy they are made here, and checks is empty: nothing waits on the host).
     """
     if chunk_size is not None:
@@ -106,7 +112,8 @@ def _prepare(query_emb, query_labels, gallery_emb, gallery_labels, chunk_size):
     xp = get_array_module(query_emb, gallery_emb)
     q, g = _on(query_emb, xp), _on(gallery_emb, xp)
     q_labels, g_labels = _on(query_labels, xp), _on(gallery_labels, xp)
-    q_labels, g_labels = _check_labels("query", q_labels, xp), _check_labels("gallery", g_labels, xp)
+    checks = []
+    q_labels, g_labels = _check_labels("query", q_labels, xp, checks), _check_labels("gallery", g_labels, xp, checks)
     if q_labels.ndim != g_labels.ndim or q_labels.shape[1:] != g_labels.shape[1:]:
         raise InputError(f"query labels of shape {tuple(q_labels.shape)} and gallery labels of shape "
                          f"{tuple(g_labels.shape)}: both must be class ids (n,) or label rows with the "
@@ -121,14 +128,13 @@ def _prepare(query_emb, query_labels, gallery_emb, gallery_labels, chunk_size):
     if q.shape[1] != g.shape[1]:
         raise InputError(f"query embeddings have width {q.shape[1]} but gallery "
                          f"embeddings have width {g.shape[1]}; both must live in one space")
-    checks = []
     for name, emb in (("query", q), ("gallery", g)):
         finite = xp.isfinite(emb).all()
         if xp is numpy:
             if not finite:
                 raise InputError(f"{name} embeddings contain NaN or inf")
         else:  # checked with the results, in their copy (_fetch): no wait for the device here
-            checks.append((name, finite))
+            checks.append((f"{name} embeddings contain NaN or inf", finite))
     return xp, q, q_labels, _l2_normalise(g, xp), g_labels, _chunk_size(chunk_size, xp, g.shape[0]), checks
 
 

@@ -64,6 +64,11 @@ def check_positive_int(value, name):
         raise InputError(f"{name} must be a positive integer, got {value!r}")
 
 
+def _check_finite(who, q, g, xp):
+    if not bool(xp.isfinite(q).all() & xp.isfinite(g).all()):
+        raise InputError(f"{who}: the embeddings contain NaN or inf")
+
+
 def default_chunk_size(xp, n_gallery):
     """The queries ranked at once when chunk_size is None: NUMPY_CHUNK_SIZE on NumPy, and on
     CuPy CUPY_CHUNK_ENTRIES // n_gallery (at least 256; see CUPY_CHUNK_ENTRIES)."""
@@ -120,7 +125,7 @@ def retrieve(query_emb, gallery_emb, k=10, chunk_size=None):
     model.embed_texts(texts) and model.embed_images(images)), any backend. k: results per
     query (at most ng). Returns host arrays indices (nq, k) int64 into the gallery and
     scores (nq, k) float, the cosine similarities, best first; equal similarities in
-    gallery order (the ranking rule of the metrics above). Memory O(chunk_size * ng).
+    gallery order (the ranking rule of acmr_np.metrics). Memory O(chunk_size * ng).
     """
     check_positive_int(k, "k")
     if chunk_size is not None:
@@ -130,6 +135,9 @@ def retrieve(query_emb, gallery_emb, k=10, chunk_size=None):
     if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1] or 0 in q.shape or 0 in g.shape:
         raise ValueError(f"retrieve: expected non-empty query (nq, d) and gallery (ng, d) embeddings of one "
                          f"width, got shapes {tuple(q.shape)} and {tuple(g.shape)}")
+    # NaN has no place in a ranking (and would sort first in float32, last in float64).
+    # One wait on a GPU: retrieve is for a few queries, not the evaluation loop.
+    _check_finite("retrieve", q, g, xp)
     k = min(int(k), g.shape[0])
     chunk_size = resolve_chunk_size(chunk_size, xp, g.shape[0])
     g_unit = l2_normalise(g, xp)
@@ -150,7 +158,8 @@ def recall_at_k(query_emb, gallery_emb, ks=(1, 5, 10), chunk_size=256):
     ks: positive ints. Returns a host float64 array (len(ks),). The ranking rule is the
     metrics' (cosine, highest first, equal similarities by gallery index), so no sort is
     needed: the partner's rank is the number of items more similar than it, plus the
-    equally similar ones with a lower index. One copy to the host at the end.
+    equally similar ones with a lower index. Embeddings holding NaN or inf are refused.
+    On a GPU the call waits twice: for that check, and for the one copy at the end.
     """
     xp = get_array_module(query_emb, gallery_emb)
     q, g = on_backend(query_emb, xp), on_backend(gallery_emb, xp)
@@ -161,6 +170,7 @@ def recall_at_k(query_emb, gallery_emb, ks=(1, 5, 10), chunk_size=256):
     for k in ks:
         check_positive_int(k, "each k in ks")
     check_positive_int(chunk_size, "chunk_size")
+    _check_finite("recall_at_k", q, g, xp)  # all-NaN embeddings would score a perfect recall
     g_unit, n = l2_normalise(g, xp), q.shape[0]
     ranks = xp.empty(n, dtype=xp.int64)
     for rows in chunks(n, chunk_size):

@@ -38,7 +38,7 @@ class Trainer:
     def train_step(self, img, txt, labels, noise, progress):
         """One step of Algorithm 1 on a mini-batch.
 
-        img (B, d_img), txt (B, d_txt): raw features of B pairs; labels (B,); noise
+        img (B, d_img), txt (B, d_txt): raw features of B pairs; labels (B,) or (B, c); noise
         (2, B, B) uniform noise for the triplets (see ACMR.loss_and_grads); progress in
         [0, 1]: how far training has come, which sets lambda.
         Returns (terms, lam): the loss dict of loss_and_grads and this step's lambda.

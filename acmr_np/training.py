@@ -28,7 +28,7 @@ GROWTH_LIMIT = 1e3   # an epoch whose loss is this many times the run's first st
 NOISE_BLOCK_BYTES = 32 << 20   # triplet noise is drawn and moved to the device this much at a time
 
 Batch = namedtuple("Batch", "img txt labels noise")
-Batch.__doc__ = """One mini-batch: img (b, d_img), txt (b, d_txt) raw features, labels (b,),
+Batch.__doc__ = """One mini-batch: img (b, d_img), txt (b, d_txt) raw features, labels (b,) or (b, c),
 noise (2, b, b) uniform noise for the triplets of both directions; all on one backend."""
 
 
@@ -78,15 +78,16 @@ class Training:
 
     data: a PairedDataset (train and val splits are used; test is never touched here);
     config: an ACMRConfig; train: a TrainConfig (epochs, batch size, seed, backend);
-    fast: train with acmr_np.fast.FastTrainer (the same numbers as trainer.Trainer, faster).
+    fast: train with acmr_np.fast.FastTrainer (trainer.Trainer's numbers up to the rounding
+    of the folded Adam, faster).
 
     The divergence guard: ``train_epoch`` raises FloatingPointError, before the epoch
     enters the history or the best state, when a loss term of any step is not finite, when
     any parameter or optimiser state is not finite after the epoch, when the validation
     embeddings are not, or when the epoch's loss (``objective``: alpha L_imi + beta L_imd
     + L_reg + L_adv) is more than GROWTH_LIMIT times that of the run's first step
-    (``start_loss``). With the defaults on the synthetic data, --lr 1 stays below 75 times
-    the first step's loss over 30 epochs and --lr 10 reaches 1,700 times in epoch 1. The
+    (``start_loss``). With the defaults on the synthetic data, --lr 1 stays below 86 times
+    the first step's loss over 30 epochs and --lr 10 reaches 1,730 times in epoch 1. The
     model is then left as the failed epoch made it: what a run keeps is its last epoch
     that passed (a checkpoint, or best_state).
     """
@@ -250,7 +251,9 @@ def evaluate(model, split, k=50, precision_ks=(1, 5, 10, 50), recall_ks=(1, 5, 1
     mAP@all and mAP@k for both directions and their average (metrics.evaluate_retrieval);
     precision@k for each of ``precision_ks`` ("precision_at_<k>_img2txt", ...); and the
     instance-level Recall@K for each of ``recall_ks`` ("recall_at_<k>_img2txt", ...: the
-    share of queries whose own partner is in the top K)."""
+    share of queries whose own partner is in the top K). Cut-offs the split cannot give
+    a meaning are left out: precision@k for k > n pairs, Recall@K for K >= n (every
+    partner is then found)."""
     s_v, s_t = model.embed(split.img, split.txt)
     out = evaluate_retrieval(s_v, s_t, split.labels, k=k)
     n = len(split.labels)
@@ -259,5 +262,7 @@ def evaluate(model, split, k=50, precision_ks=(1, 5, 10, 50), recall_ks=(1, 5, 1
         if ks:
             out.update({f"precision_at_{p}_{key}": float(v)
                         for p, v in zip(ks, precision_at_k(q, split.labels, g, split.labels, ks))})
-        out.update({f"recall_at_{r}_{key}": float(v) for r, v in zip(recall_ks, recall_at_k(q, g, recall_ks))})
+        rs = [r for r in recall_ks if r < n]
+        if rs:
+            out.update({f"recall_at_{r}_{key}": float(v) for r, v in zip(rs, recall_at_k(q, g, rs))})
     return out

@@ -431,6 +431,27 @@ def test_the_device_checks_finiteness_with_the_results(cp):
                 f"{'query' if (a == 0) == (bad == 0) else 'gallery'} embeddings contain NaN or inf"
 
 
+def test_the_device_checks_label_rows_with_the_results(cp):
+    """Multi-label rows on the device: their 0/1 check travels with the results (one wait),
+    and a bad row is refused with NumPy's message, before a bad embedding."""
+    img, txt, _ = _embeddings(n=40)
+    rows = (np.random.default_rng(5).random((40, 4)) < 0.5).astype(np.float32)
+    rows[:, 0] = 1.0
+    want = metrics.average_precisions(img, rows, txt, rows)
+    with cp.counting() as c:
+        got = metrics.average_precisions(cp.asarray(img), cp.asarray(rows), cp.asarray(txt), cp.asarray(rows))
+    assert c.syncs == 1 and np.array_equal(got, want)
+    bad, nan_img = rows.copy(), img.copy()
+    bad[7, 2], nan_img[3, 1] = 2.0, np.nan
+    for arrays in ((img, bad, txt, rows), (nan_img, bad, txt, rows)):
+        with pytest.raises(InputError, match=r"^query label rows must hold only 0 and 1 \(multi-label data\)$"):
+            metrics.average_precisions(*arrays)
+        with np.errstate(invalid="ignore"), cp.counting() as c:
+            with pytest.raises(InputError, match=r"^query label rows must hold only 0 and 1 \(multi-label data\)$"):
+                metrics.average_precisions(*(cp.asarray(a) for a in arrays))
+        assert c.syncs == 1
+
+
 def test_the_chunk_size_is_chosen_per_backend(cp):
     assert ranking.default_chunk_size(np, 20000) == 256 == ranking.default_chunk_size(np, 10)
     assert ranking.default_chunk_size(cp, 20000) == (1 << 25) // 20000 == 1677

@@ -721,7 +721,7 @@ def test_evaluate_reports_precision_and_recall_in_both_directions_against_loops(
     data = _data()
     model = ACMR.for_data(data, ACMRConfig(**SMALL), rng=np.random.default_rng(0))
     split, n = data.test, len(data.test.labels)
-    out = training.evaluate(model, split, precision_ks=(1, n, n + 1), recall_ks=(2,))
+    out = training.evaluate(model, split, precision_ks=(1, n, n + 1), recall_ks=(2, n))
     s_v, s_t = (np.asarray(e, dtype=np.float64) for e in model.embed(split.img, split.txt))
     labels = np.asarray(split.labels)
     for key, (q, g) in (("img2txt", (s_v, s_t)), ("txt2img", (s_t, s_v))):
@@ -738,7 +738,7 @@ def test_evaluate_reports_precision_and_recall_in_both_directions_against_loops(
         assert out[f"precision_at_{n}_{key}"] == pytest.approx(share, abs=1e-12)
         assert f"precision_at_{n + 1}_{key}" not in out       # more than the gallery: left out
         assert out[f"recall_at_2_{key}"] == pytest.approx(np.mean(partner_in_2), abs=1e-12)
-        assert f"recall_at_1_{key}" not in out
+        assert f"recall_at_1_{key}" not in out and f"recall_at_{n}_{key}" not in out  # trivially 1: left out
 
 
 # metrics and ranking
@@ -769,3 +769,18 @@ def test_recall_at_k_takes_one_pair_and_refuses_what_is_not_paired():
         recall_at_k(x, x, chunk_size=0)
     with pytest.raises(InputError, match=r"^chunk_size must be a positive integer, got 0$"):
         acmr_np.retrieve(x, x, k=1, chunk_size=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nan_embeddings_are_refused_not_ranked(dtype):
+    """All-NaN queries would score a perfect Recall@K (no item is "more similar" than
+    NaN), and NaN sorts first in the float32 ranking but last in the float64 one."""
+    from acmr_np.ranking import recall_at_k
+    q = np.eye(4, dtype=dtype)
+    bad = q.copy()
+    bad[1, 2] = np.nan
+    for a, b in ((bad, q), (q, bad)):
+        with pytest.raises(InputError, match=r"^recall_at_k: the embeddings contain NaN or inf$"):
+            recall_at_k(a, b)
+        with pytest.raises(InputError, match=r"^retrieve: the embeddings contain NaN or inf$"):
+            acmr_np.retrieve(a, b, k=2)
