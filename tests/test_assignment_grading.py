@@ -48,6 +48,7 @@ except Exception:
 CHEAT = f'''import importlib
 import sys
 sys.path.insert(0, {str(ROOT)!r})
+sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "_Sources"]  # the grader's importer
 for name in [m for m in sys.modules if m.startswith("acmr_np")]:
     del sys.modules[name]
 reference = importlib.import_module("acmr_np.layers")
@@ -299,6 +300,34 @@ def test_a_symbolic_link_is_not_graded(graded, tmp_path):
         report = json.loads((tmp_path / f"{handin.name}.json").read_text())
         assert row(report, layers.key)["score"] == 0 and row(report, layers.key)["status"] == reason, report
         assert row(report, losses.key)["score"] == losses_score, report
+
+
+TAMPER = """import glob
+me = type(self).forward.__code__.co_filename
+work = me.rsplit("/", 4)[0]
+src = work + "/26-reference/tree/acmr_np/"
+for f in ("layers.py", "losses.py", "optim.py", "model.py"):
+    for dst in glob.glob(work + "/*-*/tree/acmr_np/" + f):
+        if not dst.startswith(src) and dst != me:
+            numpy.fromfile(src + f, dtype=numpy.uint8).tofile(dst)
+raise NotImplementedError("Exercise 1: not yet")"""
+
+
+def test_code_that_rewrites_the_other_exercises_folders_gains_nothing(graded, tmp_path):
+    """Exercise 1 runs first and copies the reference files that exercise 26's folder holds
+    (everything 26 builds on) over the other exercises' trees. Those exercises are not run
+    (their trees no longer have the hashes the grader wrote), score 0 and say why."""
+    _, base, *_ = graded
+    handin = tmp_path / "tamper"
+    solutions.handin(base / "hw", handin, {"linear_forward": TAMPER.splitlines()})
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["grade", str(handin), "--manifest", str(base / "hw.manifest.json"), "--exercises",
+                     f"{N['linear_forward']},{N['linear_backward']},{N['train_step']}", "--jobs", "1",
+                     "--timeout", str(TIMEOUT), "--json", str(tmp_path / "tamper.json")]) == 0
+    report = json.loads((tmp_path / "tamper.json").read_text())
+    assert report["score"] == 0, scores(report)
+    assert row(report, "linear_backward")["status"].startswith(
+        "error: its grading folder was changed by another process before it ran"), report
 
 
 # ---- the gradebook ---------------------------------------------------------------------------

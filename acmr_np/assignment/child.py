@@ -13,7 +13,9 @@ and then, for each job, forks a process that
   sets its limits (address space, size of files written, no core dumps), sends its
   stdout and stderr to JOB/output.txt and reads stdin from /dev/null;
 - imports ``acmr_np`` from JOB/tree (the hand-in's code, the reference for what the
-  exercise builds on) and checks that every acmr_np module came from there;
+  exercise builds on), from the bytes this process read and checked against the
+  grader's sha256 just before the fork (``read_tree``: a tree changed by another
+  process is not run), and checks that every acmr_np module came from there;
 - runs the exercise's probe on JOB/inputs.npz and writes JOB/outputs.npz (arrays only,
   no pickles) and JOB/result.json, or JOB/result.json with the exception that stopped it.
 
@@ -85,7 +87,57 @@ def _limits(config):
                 pass  # a limit the system does not allow lowering: the wall-clock timeout still holds
 
 
-def run_job(job, table):
+def read_tree(job, digests):
+    """The package's sources of JOB/tree, {relative path: bytes}, read now and checked
+    against the sha256 the grader recorded when it wrote them; None if any differs or is
+    missing: another process (another exercise's code, say) changed the tree."""
+    import hashlib
+    sources = {}
+    for rel, digest in digests.items():
+        try:
+            with open(os.path.join(job, "tree", *rel.split("/")), "rb") as f:
+                data = f.read()
+        except OSError:
+            return None
+        if hashlib.sha256(data).hexdigest() != digest:
+            return None
+        sources[rel] = data
+    return sources
+
+
+class _Sources:
+    """A meta-path finder and loader that imports acmr_np and its modules from the
+    sources read_tree checked, in memory: what the files on disk say afterwards does not
+    matter. (Their __file__ is still the path in the tree, for tracebacks.)"""
+
+    def __init__(self, tree, sources):
+        self.tree, self.sources = tree, sources
+
+    def find_spec(self, name, path=None, target=None):
+        import importlib.util
+        parts = name.split(".")
+        if parts[0] != "acmr_np":
+            return None
+        for rel, package in (("/".join(parts) + "/__init__.py", True), ("/".join(parts) + ".py", False)):
+            if rel in self.sources:
+                origin = os.path.join(self.tree, *rel.split("/"))
+                spec = importlib.util.spec_from_loader(name, self, origin=origin, is_package=package)
+                spec.has_location = True
+                if package:
+                    spec.submodule_search_locations = [os.path.dirname(origin)]
+                return spec
+        return None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        module.__file__ = module.__spec__.origin
+        rel = os.path.relpath(module.__file__, self.tree).replace(os.sep, "/")
+        exec(compile(self.sources[rel], module.__file__, "exec"), module.__dict__)
+
+
+def run_job(job, table, sources):
     """Run one job in this (already isolated) process and write its result files."""
     import numpy as np
     tree = os.path.join(job, "tree")
@@ -95,6 +147,7 @@ def run_job(job, table):
             key = json.load(f)["key"]
         with np.load(os.path.join(job, "inputs.npz"), allow_pickle=False) as data:
             inputs = {k: data[k] for k in data.files}
+        sys.meta_path.insert(0, _Sources(tree, sources))
         sys.path.insert(0, tree)
         from _acmr_probes import probes
         raw = table[key].run(probes.Package(), inputs)
@@ -112,7 +165,7 @@ def run_job(job, table):
     _write_json(os.path.join(job, "result.json"), result)
 
 
-def _child(job, config, table):
+def _child(job, config, table, sources):
     """In the forked process: isolate, run, and never return."""
     code = 0
     try:
@@ -125,7 +178,7 @@ def _child(job, config, table):
         os.dup2(out, 2)
         os.closerange(3, 256)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-        run_job(job, table)
+        run_job(job, table, sources)
     except BaseException:
         code = 3
     finally:
@@ -153,16 +206,22 @@ def serve(config):
     while todo or running:
         while todo and len(running) < width:
             job = todo.pop()
+            # read and checked here, in this process that runs no hand-in code, just before
+            # the job starts: the child imports these bytes, not the files
+            sources = read_tree(job["dir"], job["tree"])
+            if sources is None:
+                _report(job, {"exit": None, "signal": None, "timeout": False, "tampered": True}, time.monotonic())
+                continue
             if hasattr(os, "fork"):
                 pid = os.fork()
                 if pid == 0:
-                    _child(job["dir"], config, table)
+                    _child(job["dir"], config, table, sources)
                 running[pid] = (job, time.monotonic())
             else:  # Windows: one process per job
                 t0 = time.monotonic()
                 cmd = [sys.executable, "-I", "-S", "-B", os.path.abspath(__file__), "job", job["dir"]]
                 try:
-                    p = subprocess.run(cmd, input=json.dumps(config), text=True, timeout=timeout,
+                    p = subprocess.run(cmd, input=json.dumps(dict(config, tree=job["tree"])), text=True, timeout=timeout,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     line = {"exit": p.returncode, "signal": None, "timeout": False}
                 except subprocess.TimeoutExpired:
@@ -195,6 +254,10 @@ def _report(job, line, t0):
 if __name__ == "__main__":
     if sys.argv[1] == "job":  # the Windows path: one job in this process
         cfg = json.loads(sys.stdin.read())
-        run_job(sys.argv[2], _setup(cfg))
+        table = _setup(cfg)
+        sources = read_tree(sys.argv[2], cfg["tree"])
+        if sources is None:
+            sys.exit(4)
+        run_job(sys.argv[2], table, sources)
     else:
         serve(json.load(open(sys.argv[1], encoding="utf-8")))

@@ -17,6 +17,7 @@ reference, here; judge.py compares. A syntax error, an exception, an endless loo
 crash or os._exit costs the exercises whose tree holds it, each with a one-line reason.
 """
 import ast
+import hashlib
 import json
 import re
 import tempfile
@@ -234,12 +235,16 @@ class Grader:
                 continue
             files, line_map = built
             d = work / f"{e.number}-{v}"
+            digests = {}
             for f, text in files.items():
                 (d / "tree" / f).parent.mkdir(parents=True, exist_ok=True)
-                (d / "tree" / f).write_text(text, encoding="utf-8")
+                data = text.encode("utf-8")
+                (d / "tree" / f).write_bytes(data)
+                if f.endswith(".py"):
+                    digests[f] = hashlib.sha256(data).hexdigest()
             np.savez(d / "inputs.npz", **self.expected(e)[0])
             (d / "job.json").write_text(json.dumps({"key": e.key}), encoding="utf-8")
-            jobs.append((f"{e.number}-{v}", d))
+            jobs.append((f"{e.number}-{v}", d, digests))
             out[e.number, v] = (None, line_map)
         ran = run_jobs(grader, jobs, self.timeout, self.jobs) if jobs else {}
         for e, v in pairs:

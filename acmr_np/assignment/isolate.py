@@ -106,7 +106,8 @@ def _env(work):
 
 
 def run_jobs(grader_dir, jobs, timeout, concurrency):
-    """Run ``jobs`` ([(id, folder)]) in one child.py server; {id: Outcome}. The server
+    """Run ``jobs`` ([(id, folder, {tree file: sha256})]) in one child.py server; {id:
+    Outcome}. The server runs a job only if its tree still has those hashes. The server
     kills a job that runs past ``timeout``; this side stops waiting for the server itself
     (it never runs hand-in code, but a machine can fail) well after that."""
     grader_dir = Path(grader_dir)
@@ -118,7 +119,8 @@ def run_jobs(grader_dir, jobs, timeout, concurrency):
         reader = threading.Thread(target=lambda: [got.put(x) for x in proc.stdout] + [got.put(None)], daemon=True)
         reader.start()
         try:
-            proc.stdin.write("".join(json.dumps({"id": i, "dir": str(d)}) + "\n" for i, d in jobs).encode())
+            proc.stdin.write("".join(json.dumps({"id": i, "dir": str(d), "tree": t}) + "\n"
+                                     for i, d, t in jobs).encode())
             proc.stdin.close()
             rounds = -(-len(jobs) // max(1, concurrency))
             deadline = time.monotonic() + rounds * (timeout + 5) + 60
@@ -139,7 +141,7 @@ def run_jobs(grader_dir, jobs, timeout, concurrency):
     if len(lines) < len(jobs):  # the server itself failed (it runs no hand-in code): say why
         log = (grader_dir / "server.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()
         why = log[-1][:300] if log else f"exit status {proc.returncode}"
-    return {i: read_outcome(d, lines.get(i), timeout, why) for i, d in jobs}
+    return {i: read_outcome(d, lines.get(i), timeout, why) for i, d, _ in jobs}
 
 
 def _excerpt(path):
@@ -163,6 +165,9 @@ def read_outcome(job, line, timeout, server_failed=""):
     if line is None:
         return Outcome("crash", "the grading process stopped before this exercise finished"
                        + (f" ({server_failed})" if server_failed else ""), printed=printed)
+    if line.get("tampered"):
+        return Outcome("error", "its grading folder was changed by another process before it ran "
+                       "(code of another exercise?): not run; review this hand-in by hand", "Tampered")
     if line.get("timeout"):
         return Outcome("timeout", f"did not finish within {timeout:g} s (an endless loop?)", printed=printed,
                        seconds=seconds)
