@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -328,6 +329,38 @@ def test_code_that_rewrites_the_other_exercises_folders_gains_nothing(graded, tm
     assert report["score"] == 0, scores(report)
     assert row(report, "linear_backward")["status"].startswith(
         "error: its grading folder was changed by another process before it ran"), report
+
+
+def _leaver(marker, how):
+    """A body that leaves a process behind (``how``: "setsid" after a double fork, or
+    "setpgid"), which writes ``marker`` 3 s later, then raises the exercise's stub."""
+    escape = "o.setsid()" if how == "setsid" else "o.setpgid(0, 0)"
+    return f"""import os as o, time
+if o.fork() == 0:
+    {escape}
+    if o.fork() == 0:
+        time.sleep(3)
+        open({str(marker)!r}, "w").write("still here")
+    o._exit(0)
+raise NotImplementedError("Exercise 1: not yet")""".splitlines()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the child subreaper is Linux's")
+@pytest.mark.parametrize("how", ["setsid", "setpgid"])
+def test_a_process_left_behind_is_killed_and_reported(graded, tmp_path, how):
+    """Processes a hand-in starts in a session or process group of their own outlive the
+    exercise's kill; the grading server adopts and kills them, and the report says so."""
+    _, base, *_ = graded
+    handin, marker = tmp_path / "leaver", tmp_path / "marker.txt"
+    solutions.handin(base / "hw", handin, {"linear_forward": _leaver(marker, how)})
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["grade", str(handin), "--manifest", str(base / "hw.manifest.json"), "--jobs", "1",
+                     "--timeout", str(TIMEOUT), "--json", str(tmp_path / "leaver.json")]) == 0
+    report = json.loads((tmp_path / "leaver.json").read_text())
+    time.sleep(4)
+    assert not marker.exists()
+    assert any(re.match(r"the hand-in's code started \d+ process\(es\) that outlived their exercise", w)
+               for w in report["warnings"]), report["warnings"]
 
 
 # ---- the gradebook ---------------------------------------------------------------------------

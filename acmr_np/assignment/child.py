@@ -21,7 +21,10 @@ and then, for each job, forks a process that
 
 This process only forks and waits: no hand-in code ever runs in it. It kills a job
 that runs past its time, with everything the job started, and writes one line per
-finished job to stdout: {"id", "exit", "signal", "timeout", "seconds"}. Where fork is
+finished job to stdout: {"id", "exit", "signal", "timeout", "seconds"}. On Linux it is
+the jobs' "child subreaper": a process a job leaves behind (in a new session or process
+group of its own included) is adopted by it when the job ends and killed; the last line,
+{"left_behind": N}, counts them. Where fork is
 missing (Windows), each job is a new process instead (slower; same protocol).
 """
 import json
@@ -197,8 +200,45 @@ def _kill_group(pid):
         pass
 
 
+def _adopt_orphans():
+    """Make this process the "child subreaper" (Linux): a process a job starts and leaves
+    behind, even in a session or process group of its own, becomes this process's child
+    when its parent ends, instead of init's, so ``_kill_orphans`` can find it."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(36, 1, 0, 0, 0) == 0   # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def _kill_orphans(running, killed):
+    """Kill this process's children that are not running jobs: what jobs left behind.
+    Adds their pids to ``killed``."""
+    me = os.getpid()
+    try:
+        names = [n for n in os.listdir("/proc") if n.isdigit()]
+    except OSError:
+        return
+    for n in names:
+        try:
+            with open(f"/proc/{n}/stat", encoding="utf-8", errors="replace") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        pid = int(n)
+        if ppid == me and pid not in running and pid not in killed:
+            killed.add(pid)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
 def serve(config):
     table = _setup(config)
+    adopting = hasattr(os, "fork") and _adopt_orphans()
+    killed = set()   # processes jobs left behind, killed
     jobs = [json.loads(line) for line in sys.stdin if line.strip()]
     timeout, width = config["timeout"], max(1, config["jobs"])
     running = {}   # pid -> (job, start)
@@ -227,10 +267,14 @@ def serve(config):
                 except subprocess.TimeoutExpired:
                     line = {"exit": None, "signal": None, "timeout": True}
                 _report(job, line, t0)
-        pid, status = os.waitpid(-1, os.WNOHANG) if running else (0, 0)
+        pid, status = os.waitpid(-1, os.WNOHANG) if running or (adopting and killed) else (0, 0)
+        if pid and pid not in running:   # an orphan we adopted, ended
+            continue
         if pid:
             job, t0 = running.pop(pid)
             _kill_group(pid)  # anything the job started and left behind
+            if adopting:
+                _kill_orphans(running, killed)
             _report(job, {"exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
                           "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
                           "timeout": False}, t0)
@@ -241,8 +285,19 @@ def serve(config):
                 _kill_group(pid)
                 os.waitpid(pid, 0)
                 running.pop(pid)
+                if adopting:
+                    _kill_orphans(running, killed)
                 _report(job, {"exit": None, "signal": None, "timeout": True}, t0)
         time.sleep(0.003)
+    if adopting:
+        _kill_orphans(running, killed)
+        while True:   # reap them
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+    sys.stdout.write(json.dumps({"left_behind": len(killed)}) + "\n")
+    sys.stdout.flush()
 
 
 def _report(job, line, t0):

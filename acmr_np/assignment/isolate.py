@@ -106,13 +106,14 @@ def _env(work):
 
 
 def run_jobs(grader_dir, jobs, timeout, concurrency):
-    """Run ``jobs`` ([(id, folder, {tree file: sha256})]) in one child.py server; {id:
-    Outcome}. The server runs a job only if its tree still has those hashes. The server
+    """Run ``jobs`` ([(id, folder, {tree file: sha256})]) in one child.py server; ({id:
+    Outcome}, the number of processes the jobs left behind, which the server killed). The
+    server runs a job only if its tree still has those hashes. The server
     kills a job that runs past ``timeout``; this side stops waiting for the server itself
     (it never runs hand-in code, but a machine can fail) well after that."""
     grader_dir = Path(grader_dir)
     cmd = [sys.executable, "-I", "-S", "-B", str(grader_dir / "child.py"), str(grader_dir / "config.json")]
-    lines, got = {}, queue.Queue()
+    lines, got, left_behind = {}, queue.Queue(), 0
     with open(grader_dir / "server.log", "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                                 cwd=str(grader_dir), env=_env(grader_dir.parent))
@@ -124,7 +125,7 @@ def run_jobs(grader_dir, jobs, timeout, concurrency):
             proc.stdin.close()
             rounds = -(-len(jobs) // max(1, concurrency))
             deadline = time.monotonic() + rounds * (timeout + 5) + 60
-            while len(lines) < len(jobs):
+            while True:   # until the server ends, after its last line
                 try:
                     raw = got.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
@@ -132,7 +133,10 @@ def run_jobs(grader_dir, jobs, timeout, concurrency):
                 if raw is None:  # the server ended
                     break
                 line = json.loads(raw)
-                lines[line["id"]] = line
+                if "left_behind" in line:
+                    left_behind = int(line["left_behind"])
+                else:
+                    lines[line["id"]] = line
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -141,7 +145,7 @@ def run_jobs(grader_dir, jobs, timeout, concurrency):
     if len(lines) < len(jobs):  # the server itself failed (it runs no hand-in code): say why
         log = (grader_dir / "server.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()
         why = log[-1][:300] if log else f"exit status {proc.returncode}"
-    return {i: read_outcome(d, lines.get(i), timeout, why) for i, d, _ in jobs}
+    return {i: read_outcome(d, lines.get(i), timeout, why) for i, d, _ in jobs}, left_behind
 
 
 def _excerpt(path):
