@@ -363,6 +363,24 @@ def test_a_process_left_behind_is_killed_and_reported(graded, tmp_path, how):
                for w in report["warnings"]), report["warnings"]
 
 
+def test_one_line_of_no_real_work_scores_nothing(graded, tmp_path):
+    """Returning None from Linear.backward passes its "returns None when input_grad is
+    False" check, and returning lambda from train_step its lambda check: such checks count
+    only beside a check that needs real work."""
+    _, base, *_ = graded
+    handin = tmp_path / "trivial"
+    solutions.handin(base / "hw", handin, {"linear_backward": ["return None"],
+                                           "train_step": ["return {}, self.model.config.lam_at(progress)"]})
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["grade", str(handin), "--manifest", str(base / "hw.manifest.json"), "--jobs", "1",
+                     "--timeout", str(TIMEOUT), "--json", str(tmp_path / "trivial.json")]) == 0
+    report = json.loads((tmp_path / "trivial.json").read_text())
+    for key in ("linear_backward", "train_step"):
+        r = row(report, key)
+        assert r["score"] == 0 and r["checks_passed"] == 0, r
+        assert sum(c["passed"] for c in r["checks_detail"]) == 1 and any("count only beside" in n for n in r["notes"])
+
+
 # ---- the gradebook ---------------------------------------------------------------------------
 
 def test_the_gradebook_has_a_row_feedback_and_a_report_per_student(graded):

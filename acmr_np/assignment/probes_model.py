@@ -173,7 +173,7 @@ TRAIN_CONFIG = dict(k=3, lam=0.05, lam_schedule="dann", triplet="hinge", samplin
 class TrainStepProbe(Probe):
     """Four steps of Trainer.train_step with k = 3, lambda on the DANN ramp."""
     modules = ("trainer", "config")
-    checks = (Check("lambda at each step (the schedule at that progress)", ("lam",), VALUE),
+    checks = (Check("lambda at each step (the schedule at that progress)", ("lam",), VALUE, alone=False),
               Check("the loss terms each step returns", tuple(f"terms/{t}" for t in TERMS), VALUE),
               Check("the embedding player's parameters after each step", ("emb",), VALUE),
               Check("the modality classifier's parameters after each step (k = 3: it steps at steps 0 and 3)",
