@@ -381,6 +381,40 @@ def test_one_line_of_no_real_work_scores_nothing(graded, tmp_path):
         assert sum(c["passed"] for c in r["checks_detail"]) == 1 and any("count only beside" in n for n in r["notes"])
 
 
+REWRITE_RESULTS = """import glob
+import os
+job = type(self).train_step.__code__.co_filename.rsplit("/", 3)[0]
+for other in glob.glob(os.path.dirname(job) + "/*/result.json"):
+    if not other.startswith(job + "/"):
+        open(other, "a").write(" ")
+raise NotImplementedError("Exercise 26: not yet")"""
+
+KILL_SERVER = """import os
+os.kill(os.getppid(), 9)"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork and the server's kill are POSIX")
+@pytest.mark.parametrize("attack", ["rewrite results", "kill the server"])
+def test_a_later_exercise_cannot_rewrite_earlier_results_unnoticed(graded, tmp_path, attack):
+    """Exercise 26 runs last. Rewriting the result files the earlier exercises left makes
+    them refused ("changed by another process after it ended"); killing the grading server
+    before it has hashed everything makes the report say the grade cannot be trusted."""
+    _, base, *_ = graded
+    handin = tmp_path / "late"
+    body = REWRITE_RESULTS if attack == "rewrite results" else KILL_SERVER
+    solutions.handin(base / "hw", handin, {"linear_forward": "reference", "train_step": body.splitlines()})
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["grade", str(handin), "--manifest", str(base / "hw.manifest.json"), "--jobs", "1",
+                     "--timeout", str(TIMEOUT), "--json", str(tmp_path / "late.json")]) == 0
+    report = json.loads((tmp_path / "late.json").read_text())
+    if attack == "rewrite results":
+        r = row(report, "linear_forward")
+        assert r["score"] == 0 and r["status"].startswith(
+            "error: its results were changed by another process after it ended"), r
+    else:
+        assert any(w.startswith("the grading server did not finish normally") for w in report["warnings"]), report
+
+
 # ---- the gradebook ---------------------------------------------------------------------------
 
 def test_the_gradebook_has_a_row_feedback_and_a_report_per_student(graded):

@@ -209,16 +209,18 @@ class Grader:
         warnings += self._changed(root, texts)
         with tempfile.TemporaryDirectory(prefix="acmr_grade_") as tmp:
             work = Path(tmp).resolve()
-            grader = prepare(work, self.timeout, self.memory_mb, self.jobs)
             left = []   # processes the hand-in's code left behind (killed by the grading server)
-            outcomes = self._round(work, grader, texts, reasons, [(e, "reference") for e in self.exercises], left)
+            outcomes = self._round(work, texts, reasons, [(e, "reference") for e in self.exercises], left)
             # A backward pass that fails next to the reference's forward part is run once
             # more with the student's own: it may read what that one saved, under its names.
             again = [(e, "own") for e in self.exercises if "own" in self.variants(e)
                      and not self._passes(e, outcomes[e.number, "reference"][0])]
             if again:
-                outcomes.update(self._round(work, grader, texts, reasons, again, left))
-            if sum(left):
+                outcomes.update(self._round(work, texts, reasons, again, left))
+            if -1 in left:
+                warnings.append("the grading server did not finish normally (killed by the hand-in's code?): "
+                                "this hand-in's grade cannot be trusted; review it by hand")
+            elif sum(left):
                 warnings.append(f"the hand-in's code started {sum(left)} process(es) that outlived their "
                                 f"exercise (killed by the grader): review this hand-in by hand")
         rows = []
@@ -227,7 +229,7 @@ class Grader:
             rows.append(self._judge(e, per, texts.get(f"{PACKAGE}/{e.file}", "")))
         return self._report(handin, rows, warnings, t0)
 
-    def _round(self, work, grader, texts, reasons, pairs, left):
+    def _round(self, work, texts, reasons, pairs, left):
         """Build the trees of (exercise, variant) pairs and run them in one child server:
         {(number, variant): (Outcome, line map of the exercise's file)}."""
         jobs, out = [], {}
@@ -250,7 +252,8 @@ class Grader:
             (d / "job.json").write_text(json.dumps({"key": e.key}), encoding="utf-8")
             jobs.append((f"{e.number}-{v}", d, digests))
             out[e.number, v] = (None, line_map)
-        ran, left_behind = run_jobs(grader, jobs, self.timeout, self.jobs) if jobs else ({}, 0)
+        ran, left_behind = ({}, 0) if not jobs else \
+            run_jobs(prepare(work, self.timeout, self.memory_mb, self.jobs), jobs, self.timeout, self.jobs)
         left.append(left_behind)
         for e, v in pairs:
             if out[e.number, v][0] is None:

@@ -18,6 +18,7 @@ import queue
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -86,8 +87,10 @@ def _make_shims(path, work):
 
 
 def prepare(work, timeout, memory_mb, jobs):
-    """The grader's folder in ``work``: child.py, the probes, and the child's config."""
-    g = Path(work) / "_grader"
+    """A new grader's folder in ``work``: child.py, the probes, and the child's config.
+    One per round of jobs, under a name nobody can know in advance: the jobs of one round
+    can write into ``work``, and must not be able to change the server of the next."""
+    g = Path(tempfile.mkdtemp(prefix="_grader_", dir=work))
     (g / "_acmr_probes").mkdir(parents=True)
     (g / "_acmr_probes" / "__init__.py").write_text("", encoding="utf-8")
     for name in ("probes.py", "probes_model.py"):
@@ -107,13 +110,14 @@ def _env(work):
 
 def run_jobs(grader_dir, jobs, timeout, concurrency):
     """Run ``jobs`` ([(id, folder, {tree file: sha256})]) in one child.py server; ({id:
-    Outcome}, the number of processes the jobs left behind, which the server killed). The
-    server runs a job only if its tree still has those hashes. The server
+    Outcome}, the number of processes the jobs left behind, which the server killed, or -1
+    if the server did not finish normally). The server runs a job only if its tree still
+    has those hashes. The server
     kills a job that runs past ``timeout``; this side stops waiting for the server itself
     (it never runs hand-in code, but a machine can fail) well after that."""
     grader_dir = Path(grader_dir)
     cmd = [sys.executable, "-I", "-S", "-B", str(grader_dir / "child.py"), str(grader_dir / "config.json")]
-    lines, got, left_behind = {}, queue.Queue(), 0
+    lines, got, left_behind, finished = {}, queue.Queue(), 0, False
     with open(grader_dir / "server.log", "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                                 cwd=str(grader_dir), env=_env(grader_dir.parent))
@@ -135,6 +139,7 @@ def run_jobs(grader_dir, jobs, timeout, concurrency):
                 line = json.loads(raw)
                 if "left_behind" in line:
                     left_behind = int(line["left_behind"])
+                    finished = True
                 else:
                     lines[line["id"]] = line
         finally:
@@ -145,6 +150,8 @@ def run_jobs(grader_dir, jobs, timeout, concurrency):
     if len(lines) < len(jobs):  # the server itself failed (it runs no hand-in code): say why
         log = (grader_dir / "server.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()
         why = log[-1][:300] if log else f"exit status {proc.returncode}"
+    if not finished:  # killed (by a job, say): what it reported before cannot be trusted either
+        left_behind = -1
     return {i: read_outcome(d, lines.get(i), timeout, why) for i, d, _ in jobs}, left_behind
 
 
@@ -161,6 +168,25 @@ def _excerpt(path):
         return ""
 
 
+def result_digests(job):
+    """{name: sha256} of the result files a job left (result.json, outputs.npz): what the
+    server took as soon as the job and what it started were killed (child.py's
+    ``_digests``, the same computation: child.py imports nothing from the package)."""
+    import hashlib
+    out = {}
+    for name in ("result.json", "outputs.npz"):
+        try:
+            with open(Path(job) / name, "rb") as f:
+                out[name] = hashlib.sha256(f.read()).hexdigest()
+        except OSError:
+            out[name] = None
+    return out
+
+
+def _changed_since(job, digests):
+    return bool(digests) and result_digests(job) != digests
+
+
 def read_outcome(job, line, timeout, server_failed=""):
     """The Outcome of a job from the files it left and its line from child.py."""
     job = Path(job)
@@ -172,6 +198,9 @@ def read_outcome(job, line, timeout, server_failed=""):
     if line.get("tampered"):
         return Outcome("error", "its grading folder was changed by another process before it ran "
                        "(code of another exercise?): not run; review this hand-in by hand", "Tampered")
+    if _changed_since(job, line.get("files", {})):
+        return Outcome("error", "its results were changed by another process after it ended: "
+                       "review this hand-in by hand", "Tampered", printed=printed)
     if line.get("timeout"):
         return Outcome("timeout", f"did not finish within {timeout:g} s (an endless loop?)", printed=printed,
                        seconds=seconds)
