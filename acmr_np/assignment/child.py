@@ -291,13 +291,13 @@ def serve(config):
                     _kill_orphans(running, killed)
                 _report(job, {"exit": None, "signal": None, "timeout": True}, t0)
         time.sleep(0.003)
-    if adopting:
-        _kill_orphans(running, killed)
-        while True:   # reap them
-            try:
-                os.waitpid(-1, 0)
-            except ChildProcessError:
-                break
+    while adopting:   # kill and reap what is left, including what a killed orphan's own
+        _kill_orphans(running, killed)   # children become when they are adopted in turn
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                time.sleep(0.01)
+        except ChildProcessError:
+            break
     sys.stdout.write(json.dumps({"left_behind": len(killed)}) + "\n")
     sys.stdout.flush()
 
