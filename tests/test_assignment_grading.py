@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from acmr_np.assignment import isolate, plan as plans
@@ -413,6 +414,33 @@ def test_a_later_exercise_cannot_rewrite_earlier_results_unnoticed(graded, tmp_p
             "error: its results were changed by another process after it ended"), r
     else:
         assert any(w.startswith("the grading server did not finish normally") for w in report["warnings"]), report
+
+
+def test_results_planted_before_an_exercise_runs_do_not_count(graded, tmp_path):
+    """Exercise 1 runs first and plants, in exercise 2's folder, the right outputs (the
+    teacher's expected values, as if computed from the reference its tree holds), a
+    result.json saying "ok", and a folder where exercise 2's printed output goes (so its
+    own process cannot start writing). The server clears those files before exercise 2
+    runs, and a process that did not end normally never counts as a result."""
+    from acmr_np.assignment.grade import Grader, scope_from_manifest
+    _, base, *_ = graded
+    grader = Grader(scope_from_manifest(str(base / "hw.manifest.json")))
+    e2 = next(e for e in grader.exercises if e.key == "linear_backward")
+    np.savez(tmp_path / "planted.npz", **grader.expected(e2)[1])
+    body = f"""import os, shutil
+job = type(self).forward.__code__.co_filename.rsplit("/", 3)[0]
+dst = os.path.join(os.path.dirname(job), "{e2.number}-reference")
+shutil.copy({str(tmp_path / "planted.npz")!r}, os.path.join(dst, "outputs.npz"))
+open(os.path.join(dst, "result.json"), "w").write('{{"status": "ok"}}')
+os.mkdir(os.path.join(dst, "output.txt"))
+raise NotImplementedError("Exercise 1: not yet")"""
+    handin = tmp_path / "planter"
+    solutions.handin(base / "hw", handin, {"linear_forward": body.splitlines()})
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["grade", str(handin), "--manifest", str(base / "hw.manifest.json"), "--jobs", "1",
+                     "--timeout", str(TIMEOUT), "--json", str(tmp_path / "planter.json")]) == 0
+    report = json.loads((tmp_path / "planter.json").read_text())
+    assert report["score"] == 0, scores(report)
 
 
 # ---- the gradebook ---------------------------------------------------------------------------

@@ -205,6 +205,8 @@ def read_outcome(job, line, timeout, server_failed=""):
         return Outcome("timeout", f"did not finish within {timeout:g} s (an endless loop?)", printed=printed,
                        seconds=seconds)
     try:
+        if line.get("exit") != 0:   # the child exits 0 after writing its results, and only then
+            raise ValueError
         result = json.loads((job / "result.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         sig, code = line.get("signal"), line.get("exit")
