@@ -204,6 +204,8 @@ def _adopt_orphans():
     """Make this process the "child subreaper" (Linux): a process a job starts and leaves
     behind, even in a session or process group of its own, becomes this process's child
     when its parent ends, instead of init's, so ``_kill_orphans`` can find it."""
+    if not sys.platform.startswith("linux"):
+        return False
     try:
         import ctypes
         libc = ctypes.CDLL(None, use_errno=True)
@@ -239,6 +241,8 @@ def _private():
     """Linux: this process (and the jobs it forks) not "dumpable": /proc/PID/fd and
     ptrace are then closed to other processes of the same user (not to root), so a job
     cannot write lines into this server's stdout pipe."""
+    if not sys.platform.startswith("linux"):
+        return
     try:
         import ctypes
         ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)   # PR_SET_DUMPABLE, 0
