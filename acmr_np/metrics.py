@@ -307,3 +307,28 @@ def evaluate_retrieval(img_emb, txt_emb, labels, k=50, chunk_size=None):
         out[f"map{suffix}_img2txt"], out[f"map{suffix}_txt2img"] = i2t[j], t2i[j]
         out[f"map{suffix}_avg"] = (i2t[j] + t2i[j]) / 2
     return out
+
+
+def chance_map(labels):
+    """Expected mAP@all of a random ranking, when queries and gallery are the pairs of one
+    split with these class ids (n,): what mAP means "no better than chance" for them.
+
+    A query whose class has R of the n gallery items (itself included) has, over a
+    uniformly random order of the gallery, expected AP
+
+      E[AP] = (1/n) sum_(r=1..n) (1 + (r - 1)(R - 1)/(n - 1)) / r
+
+    (tutorial 8 derives it); mAP averages that over the queries, class by class. Host
+    NumPy in, a float out; it depends on the class sizes only (1/c for c balanced classes
+    only as n grows)."""
+    labels = numpy.asarray(labels)
+    if labels.ndim != 1 or labels.size < 2 or not numpy.issubdtype(labels.dtype, numpy.integer) \
+            or labels.min() < 0:
+        raise InputError(f"chance_map: expected at least 2 non-negative integer class ids (n,), got shape "
+                         f"{labels.shape} and dtype {labels.dtype}")
+    n = len(labels)
+    counts = numpy.bincount(labels)
+    counts = counts[counts > 0]
+    r = numpy.arange(1, n + 1)
+    ap = numpy.array([((1 + (r - 1) * (R - 1) / (n - 1)) / r).sum() / n for R in counts])
+    return float(counts @ ap / n)      # each class's expected AP, weighted by its queries

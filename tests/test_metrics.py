@@ -292,3 +292,29 @@ def test_recall_at_k_against_a_loop_with_ties():
     for chunk in (1, 5, 64):
         np.testing.assert_allclose(recall_at_k(q, g, ks, chunk_size=chunk), want, rtol=0, atol=1e-15)
     assert recall_at_k(q, g, ks)[-1] == 1.0 and want[0] > 0
+
+
+def test_chance_map_is_the_mean_over_every_ranking():
+    """The closed form against the exact mean AP over all n! orders of the gallery (every
+    query ranks the same random order: each order is equally likely), AP by the loop
+    definition; and against a hand-computed case."""
+    import itertools
+    from acmr_np.metrics import chance_map
+    from acmr_np.errors import InputError
+    labels = np.array([0, 0, 1, 1, 1, 2])
+    n, total, count = len(labels), 0.0, 0
+    for order in itertools.permutations(range(n)):
+        for q in range(n):
+            hits, ap = 0, 0.0
+            for rank, g in enumerate(order, start=1):
+                if labels[g] == labels[q]:
+                    hits += 1
+                    ap += hits / rank
+            total += ap / np.sum(labels == labels[q])
+            count += 1
+    assert chance_map(labels) == pytest.approx(total / count, rel=1e-12)
+    assert chance_map([0, 1]) == pytest.approx(0.75, rel=1e-15)   # the partner first or second: (1 + 1/2) / 2
+    assert chance_map([3, 3, 3]) == 1.0
+    for bad in ([1], [[0, 1]], [0.0, 1.0], [-1, 0]):
+        with pytest.raises(InputError, match=r"^chance_map: expected at least 2 non-negative integer class ids"):
+            chance_map(bad)

@@ -35,6 +35,7 @@ import acmr_np
 from acmr_np import ACMRConfig, TrainConfig, triplets
 from acmr_np.gradcheck import numerical_gradient, relative_error
 from acmr_np.losses import softmax_cross_entropy, triplet_hinge
+from acmr_np.metrics import chance_map
 
 EPOCHS = 10   # quick; `python -m acmr_np.train` trains 30
 OUT = tempfile.mkdtemp(prefix="acmr_tutorial07_")   # the figure goes here
@@ -280,19 +281,10 @@ check("image projector's gradient = -lambda dL_adv/dW", relative_error(got, expe
 #
 # **Chance** is the mAP of a random ranking. It depends on the labels only: for a query
 # whose class has R of the n gallery items, the expected AP is
-# (1/n) sum_(r=1..n) (1 + (r - 1)(R - 1)/(n - 1)) / r (tutorial 8 derives and checks it).
+# (1/n) sum_(r=1..n) (1 + (r - 1)(R - 1)/(n - 1)) / r: `acmr_np.metrics.chance_map`
+# (tutorial 8 derives and checks it).
 
 # %%
-def chance_map(labels):
-    """Expected mAP@all of a random ranking, for queries and gallery with these labels."""
-    n = len(labels)
-    counts = np.bincount(labels)
-    counts = counts[counts > 0]
-    r = np.arange(1, n + 1)
-    ap = np.array([((1 + (r - 1) * (R - 1) / (n - 1)) / r).sum() / n for R in counts])
-    return float(counts @ ap / n)
-
-
 data = acmr_np.make_synthetic(seed=0)
 print(f"\n{data.name}: train {len(data.train)}, val {len(data.val)}, test {len(data.test)} pairs, "
       f"{data.n_classes} classes, image {data.d_img}-d, text {data.d_txt}-d")

@@ -15,7 +15,7 @@ import tempfile
 import numpy as np
 
 import acmr_np
-from acmr_np import ACMRConfig, TrainConfig
+from acmr_np import ACMRConfig, TrainConfig, metrics
 from acmr_np.metrics import average_precisions, mean_average_precision, precision_at_k, precision_recall_curve
 
 EPOCHS = 4   # quick; the figures look better after 30 (python -m acmr_np.train)
@@ -111,6 +111,7 @@ labels = np.arange(700) % 10            # 700 pairs, 10 balanced classes, as the
 draws = [mean_average_precision(rng.normal(size=(700, 16)), labels, rng.normal(size=(700, 16)), labels)
          for _ in range(8)]
 chance = chance_map(labels)
+assert chance == metrics.chance_map(labels)   # the package's, used by tutorials 7 and 9
 print(f"random embeddings, 10 classes: mAP@all {draws[0]:.3f} (one draw), {np.mean(draws):.4f} ± "
       f"{np.std(draws) / np.sqrt(len(draws)):.4f} (mean of 8); formula {chance:.4f}")
 assert abs(np.mean(draws) - chance) < 4 * np.std(draws) / np.sqrt(len(draws)) + 1e-4

@@ -35,6 +35,7 @@ from acmr_np import train
 from acmr_np.backend import backend_name, cupy_available, get_array_module, get_backend, to_device, to_host
 from acmr_np.cca import fit_select
 from acmr_np.errors import InputError
+from acmr_np.metrics import chance_map
 
 parser = argparse.ArgumentParser(description="Tutorial 9: real features and the array backend")
 parser.add_argument("--data", default=None, help="the Wikipedia .mat file")
@@ -106,16 +107,6 @@ else:
 # so it is not 1/10).
 
 # %%
-def chance_map(labels):
-    """Expected mAP@all of a random ranking, for queries and gallery with these labels."""
-    n = len(labels)
-    counts = np.bincount(labels)
-    counts = counts[counts > 0]
-    r = np.arange(1, n + 1)
-    ap = np.array([((1 + (r - 1) * (R - 1) / (n - 1)) / r).sum() / n for R in counts])
-    return float(counts @ ap / n)
-
-
 if wiki is not None:
     t0 = time.perf_counter()
     rc = train.main(["--data", str(wiki), "--epochs", str(args.epochs), "--seed", "0",
