@@ -277,6 +277,14 @@ def test_a_folder_without_a_copy_is_graded_zero_with_a_reason(graded):
     assert r["score"] == 0 and all(x["status"] == "error: no acmr_np/ folder in the hand-in" for x in r["exercises"])
 
 
+def _grade(base, handin, out):
+    """``grade`` of one hand-in with the class's manifest, one exercise at a time: its report."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["grade", str(handin), "--manifest", str(base / "hw.manifest.json"), "--jobs", "1",
+                     "--timeout", str(TIMEOUT), "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
 def test_a_symbolic_link_is_not_graded(graded, tmp_path):
     """A hand-in whose exercise file (or whole package) links to an answered copy, here
     the reference hand-in, standing for the teacher's installed package: that exercise
@@ -293,13 +301,9 @@ def test_a_symbolic_link_is_not_graded(graded, tmp_path):
     linked_package = tmp_path / "linked_package"
     linked_package.mkdir()
     (linked_package / "acmr_np").symlink_to(answered, target_is_directory=True)
-    reason = f"error: your layers.py is a symbolic link or lies outside the hand-in; hand in the file itself"
+    reason = "error: your layers.py is a symbolic link or lies outside the hand-in; hand in the file itself"
     for handin, losses_score in ((linked_file, losses.points), (linked_package, 0)):
-        with contextlib.redirect_stdout(io.StringIO()):
-            assert main(["grade", str(handin), "--manifest", str(base / "hw.manifest.json"), "--exercises",
-                         f"{layers.number},{losses.number}", "--timeout", str(TIMEOUT),
-                         "--json", str(tmp_path / f"{handin.name}.json")]) == 0
-        report = json.loads((tmp_path / f"{handin.name}.json").read_text())
+        report = _grade(base, handin, tmp_path / f"{handin.name}.json")
         assert row(report, layers.key)["score"] == 0 and row(report, layers.key)["status"] == reason, report
         assert row(report, losses.key)["score"] == losses_score, report
 
@@ -322,11 +326,7 @@ def test_code_that_rewrites_the_other_exercises_folders_gains_nothing(graded, tm
     _, base, *_ = graded
     handin = tmp_path / "tamper"
     solutions.handin(base / "hw", handin, {"linear_forward": TAMPER.splitlines()})
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert main(["grade", str(handin), "--manifest", str(base / "hw.manifest.json"), "--exercises",
-                     f"{N['linear_forward']},{N['linear_backward']},{N['train_step']}", "--jobs", "1",
-                     "--timeout", str(TIMEOUT), "--json", str(tmp_path / "tamper.json")]) == 0
-    report = json.loads((tmp_path / "tamper.json").read_text())
+    report = _grade(base, handin, tmp_path / "tamper.json")
     assert report["score"] == 0, scores(report)
     assert row(report, "linear_backward")["status"].startswith(
         "error: its grading folder was changed by another process before it ran"), report
@@ -354,10 +354,7 @@ def test_a_process_left_behind_is_killed_and_reported(graded, tmp_path, how):
     _, base, *_ = graded
     handin, marker = tmp_path / "leaver", tmp_path / "marker.txt"
     solutions.handin(base / "hw", handin, {"linear_forward": _leaver(marker, how)})
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert main(["grade", str(handin), "--manifest", str(base / "hw.manifest.json"), "--jobs", "1",
-                     "--timeout", str(TIMEOUT), "--json", str(tmp_path / "leaver.json")]) == 0
-    report = json.loads((tmp_path / "leaver.json").read_text())
+    report = _grade(base, handin, tmp_path / "leaver.json")
     time.sleep(4)
     assert not marker.exists()
     assert any(re.match(r"the hand-in's code started \d+ process\(es\) that outlived their exercise", w)
@@ -372,10 +369,7 @@ def test_one_line_of_no_real_work_scores_nothing(graded, tmp_path):
     handin = tmp_path / "trivial"
     solutions.handin(base / "hw", handin, {"linear_backward": ["return None"],
                                            "train_step": ["return {}, self.model.config.lam_at(progress)"]})
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert main(["grade", str(handin), "--manifest", str(base / "hw.manifest.json"), "--jobs", "1",
-                     "--timeout", str(TIMEOUT), "--json", str(tmp_path / "trivial.json")]) == 0
-    report = json.loads((tmp_path / "trivial.json").read_text())
+    report = _grade(base, handin, tmp_path / "trivial.json")
     for key in ("linear_backward", "train_step"):
         r = row(report, key)
         assert r["score"] == 0 and r["checks_passed"] == 0, r
@@ -404,10 +398,7 @@ def test_a_later_exercise_cannot_rewrite_earlier_results_unnoticed(graded, tmp_p
     handin = tmp_path / "late"
     body = REWRITE_RESULTS if attack == "rewrite results" else KILL_SERVER
     solutions.handin(base / "hw", handin, {"linear_forward": "reference", "train_step": body.splitlines()})
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert main(["grade", str(handin), "--manifest", str(base / "hw.manifest.json"), "--jobs", "1",
-                     "--timeout", str(TIMEOUT), "--json", str(tmp_path / "late.json")]) == 0
-    report = json.loads((tmp_path / "late.json").read_text())
+    report = _grade(base, handin, tmp_path / "late.json")
     if attack == "rewrite results":
         r = row(report, "linear_forward")
         assert r["score"] == 0 and r["status"].startswith(
@@ -436,10 +427,7 @@ os.mkdir(os.path.join(dst, "output.txt"))
 raise NotImplementedError("Exercise 1: not yet")"""
     handin = tmp_path / "planter"
     solutions.handin(base / "hw", handin, {"linear_forward": body.splitlines()})
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert main(["grade", str(handin), "--manifest", str(base / "hw.manifest.json"), "--jobs", "1",
-                     "--timeout", str(TIMEOUT), "--json", str(tmp_path / "planter.json")]) == 0
-    report = json.loads((tmp_path / "planter.json").read_text())
+    report = _grade(base, handin, tmp_path / "planter.json")
     assert report["score"] == 0, scores(report)
 
 
