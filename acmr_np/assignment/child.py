@@ -27,8 +27,10 @@ group of its own included) is adopted by it when the job ends and killed; the la
 {"left_behind": N}, counts them. Where fork is
 missing (Windows), each job is a new process instead (slower; same protocol).
 """
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -94,7 +96,6 @@ def read_tree(job, digests):
     """The package's sources of JOB/tree, {relative path: bytes}, read now and checked
     against the sha256 the grader recorded when it wrote them; None if any differs or is
     missing: another process (another exercise's code, say) changed the tree."""
-    import hashlib
     sources = {}
     for rel, digest in digests.items():
         try:
@@ -323,7 +324,6 @@ def _clear(job):
     for name in ("result.json", "outputs.npz", "output.txt"):
         path = os.path.join(job, name)
         if os.path.isdir(path) and not os.path.islink(path):
-            import shutil
             shutil.rmtree(path, ignore_errors=True)
         else:
             try:
@@ -333,7 +333,6 @@ def _clear(job):
 
 
 def _digests(job):
-    import hashlib
     out = {}
     for name in ("result.json", "outputs.npz"):
         try:
