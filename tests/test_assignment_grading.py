@@ -477,6 +477,8 @@ def test_grade_all_refuses_an_existing_results_folder_and_bad_input(graded, caps
               "cannot read the manifest"),
              (["grade", str(base / "submissions" / "alt0")], "give --manifest FILE"),
              (["grade", str(base / "submissions" / "alt0"), "--exercises", "99"], "unknown exercise '99'"),
+             (["grade", str(base / "submissions" / "alt0"), "--manifest", m, "--exercises", "1"],
+              "--exercises and --plan are for grading without a manifest"),
              (["grade", str(base / "submissions" / "alt0"), "--manifest", m, "--json", m], "already exists")]
     for argv, message in cases:
         assert main(argv) == 2, argv

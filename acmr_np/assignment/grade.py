@@ -382,6 +382,9 @@ def check_json_target(path):
 
 def scope_from_args(args):
     if args.manifest:
+        if getattr(args, "exercises", None) or getattr(args, "plan", None):
+            raise GradeError("--exercises and --plan are for grading without a manifest; "
+                             "with --manifest, the manifest says what is graded")
         return scope_from_manifest(args.manifest)
     if getattr(args, "exercises", None):
         try:
