@@ -327,8 +327,7 @@ def chance_map(labels):
         raise InputError(f"chance_map: expected at least 2 non-negative integer class ids (n,), got shape "
                          f"{labels.shape} and dtype {labels.dtype}")
     n = len(labels)
-    counts = numpy.bincount(labels)
-    counts = counts[counts > 0]
+    counts = numpy.bincount(labels)    # (an unused class id has count 0: weight 0 below)
     r = numpy.arange(1, n + 1)
     ap = numpy.array([((1 + (r - 1) * (R - 1) / (n - 1)) / r).sum() / n for R in counts])
     return float(counts @ ap / n)      # each class's expected AP, weighted by its queries
