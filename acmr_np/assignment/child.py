@@ -36,6 +36,8 @@ import subprocess
 import sys
 import time
 
+RESULT_FILES = ("result.json", "outputs.npz")   # what a job writes for the grader to read
+
 
 def _setup(config):
     sys.path[:] = config["path"]
@@ -201,18 +203,23 @@ def _kill_group(pid):
         pass
 
 
-def _adopt_orphans():
-    """Make this process the "child subreaper" (Linux): a process a job starts and leaves
-    behind, even in a session or process group of its own, becomes this process's child
-    when its parent ends, instead of init's, so ``_kill_orphans`` can find it."""
+def _prctl(option, value):
+    """Linux's prctl(option, value) on this process; whether it took effect (False
+    elsewhere, or where the system refuses it)."""
     if not sys.platform.startswith("linux"):
         return False
     try:
         import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(36, 1, 0, 0, 0) == 0   # PR_SET_CHILD_SUBREAPER
+        return ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
+
+
+def _adopt_orphans():
+    """Make this process the "child subreaper" (Linux): a process a job starts and leaves
+    behind, even in a session or process group of its own, becomes this process's child
+    when its parent ends, instead of init's, so ``_kill_orphans`` can find it."""
+    return _prctl(36, 1)   # PR_SET_CHILD_SUBREAPER
 
 
 def _kill_orphans(running, killed):
@@ -242,13 +249,7 @@ def _private():
     """Linux: this process (and the jobs it forks) not "dumpable": /proc/PID/fd and
     ptrace are then closed to other processes of the same user (not to root), so a job
     cannot write lines into this server's stdout pipe."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)   # PR_SET_DUMPABLE, 0
-    except (OSError, AttributeError):
-        pass
+    _prctl(4, 0)   # PR_SET_DUMPABLE, 0
 
 
 def serve(config):
@@ -297,7 +298,7 @@ def serve(config):
             # them if anything changed them in between
             _report(job, {"exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
                           "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-                          "timeout": False, "files": _digests(job["dir"])}, t0)
+                          "timeout": False, "files": result_digests(job["dir"])}, t0)
             continue
         now = time.monotonic()
         for pid, (job, t0) in list(running.items()):
@@ -321,7 +322,7 @@ def serve(config):
 
 
 def _clear(job):
-    for name in ("result.json", "outputs.npz", "output.txt"):
+    for name in (*RESULT_FILES, "output.txt"):
         path = os.path.join(job, name)
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
@@ -332,9 +333,12 @@ def _clear(job):
                 pass
 
 
-def _digests(job):
+def result_digests(job):
+    """{name: sha256, or None if missing} of the result files a job left: taken here as
+    soon as the job and what it started were killed, and again by the grader (isolate.py)
+    when it reads them; they must agree."""
     out = {}
-    for name in ("result.json", "outputs.npz"):
+    for name in RESULT_FILES:
         try:
             with open(os.path.join(job, name), "rb") as f:
                 out[name] = hashlib.sha256(f.read()).hexdigest()
